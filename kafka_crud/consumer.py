@@ -1,0 +1,240 @@
+"""Reading the topic: rebuild the store from the beginning, and read the whole log for views.
+
+Every instance reads every partition by *assignment*, not through a consumer group: a group
+would split the partitions between instances and each would see only part of the users.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from .config import client_config
+from .errors import ConfigError, NotReadyError
+from .records import LogRecord
+from .store import UserStore
+from .topics import DEFAULT_TOPIC
+
+__all__ = ["Progress", "StoreConsumer", "read_log", "end_offsets"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a rebuild has got."""
+
+    applied: int
+    """Offsets applied so far, summed over partitions (including compaction gaps)."""
+    total: int
+    """Offsets to apply to be caught up: end offset minus start offset, summed over partitions."""
+    elapsed: float
+    """Seconds since the rebuild started."""
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total == 0 else min(1.0, self.applied / self.total)
+
+
+def _reader(bootstrap_servers: str | None, **overrides: object) -> Consumer:
+    return Consumer(
+        client_config(
+            bootstrap_servers,
+            **{
+                # Required by the client, never used: partitions are assigned, offsets not committed.
+                "group.id": f"kafka-crud-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "logger": logging.getLogger("kafka_crud.librdkafka"),
+                **overrides,
+            },
+        )
+    )
+
+
+def end_offsets(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition (start offset, end offset): the first offset still in the log, and last + 1."""
+    metadata = consumer.list_topics(topic, timeout=_TIMEOUT)
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None:
+        raise ConfigError(
+            f"Topic {topic!r} does not exist: create it first "
+            "(kafka_crud.ensure_topic, or start `kafka-crud serve`, which creates it)"
+        )
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT, cached=False)
+        for p in sorted(info.partitions)
+    }
+
+
+class StoreConsumer:
+    """Keeps a :class:`UserStore` up to date with the topic, in a background thread.
+
+    Ready means caught up: for every partition, everything before the end offset taken at
+    start has been applied. Compaction leaves gaps in offsets, so progress is measured in
+    offsets, and the end-of-partition event (which carries the end offset) closes a gap at
+    the tail.
+    """
+
+    def __init__(
+        self,
+        store: UserStore,
+        bootstrap_servers: str | None = None,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.topic = store.topic
+        self._servers = bootstrap_servers
+        self._on_progress = on_progress
+        self._progress_interval = progress_interval
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._targets: dict[int, tuple[int, int]] = {}
+        self._started = 0.0
+        self.error: BaseException | None = None
+        """The exception that ended the consumer thread, if any."""
+
+    def start(self) -> StoreConsumer:
+        """Take the end offsets, assign every partition from the beginning, start consuming."""
+        consumer = _reader(self._servers, **{"fetch.wait.max.ms": 100})
+        try:
+            self._targets = end_offsets(consumer, self.topic)
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._targets])
+        except BaseException:
+            consumer.close()
+            raise
+        self._started = time.monotonic()
+        for partition, (low, high) in self._targets.items():
+            if high == low:
+                self.store.advance(partition, high)
+        self._check_ready()
+        self._thread = threading.Thread(target=self._run, args=(consumer,), name="kafka-crud-consumer", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def ready(self) -> bool:
+        """True once the store has caught up with the end offsets taken at start."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until caught up; raise :class:`NotReadyError` after ``timeout`` seconds."""
+        if not self._ready.wait(timeout):
+            progress = self.progress()
+            raise NotReadyError(
+                f"Not caught up after {timeout} s: {progress.applied} of {progress.total} offsets applied"
+                + (f" (the consumer failed: {self.error})" if self.error else "")
+            )
+
+    def progress(self) -> Progress:
+        applied = self.store.applied()
+        done = sum(min(applied.get(p, low), high) - low for p, (low, high) in self._targets.items())
+        total = sum(high - low for low, high in self._targets.values())
+        return Progress(max(done, 0), total, time.monotonic() - self._started)
+
+    def _check_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        applied = self.store.applied()
+        if all(applied.get(p, 0) >= high for p, (_, high) in self._targets.items()):
+            self._ready.set()
+            progress = self.progress()
+            log.info("Caught up with %r: %d offsets in %.2f s", self.topic, progress.total, progress.elapsed)
+            if self._on_progress:
+                self._on_progress(progress)
+
+    def _run(self, consumer: Consumer) -> None:
+        store = self.store
+        last_report = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(num_messages=10_000, timeout=0.1)
+                batches: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
+                for msg in messages:
+                    err = msg.error()
+                    if err is None:
+                        batches.setdefault(msg.partition(), []).append((msg.key(), msg.value(), msg.offset()))
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        store.advance(msg.partition(), msg.offset())
+                    elif err.fatal():
+                        raise KafkaException(err)
+                    else:
+                        log.warning("Consumer: %s", err.str())
+                for partition, batch in batches.items():
+                    store.apply_batch(partition, batch)
+                if not self._ready.is_set():
+                    self._check_ready()
+                    now = time.monotonic()
+                    if self._on_progress and not self._ready.is_set() and now - last_report >= self._progress_interval:
+                        last_report = now
+                        self._on_progress(self.progress())
+        except BaseException as exc:  # noqa: BLE001 - kept for wait_ready() and /readyz to report
+            self.error = exc
+            log.exception("The store consumer stopped")
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> StoreConsumer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def read_log(
+    bootstrap_servers: str | None = None, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0
+) -> list[LogRecord]:
+    """Every record now in ``topic``, partition by partition, oldest first.
+
+    Reads up to the end offsets taken when called; records written meanwhile are left out.
+    """
+    consumer = _reader(bootstrap_servers)
+    try:
+        targets = end_offsets(consumer, topic)
+        pending = {p for p, (low, high) in targets.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        records: dict[int, list[LogRecord]] = {p: [] for p in targets}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise NotReadyError(f"Reading {topic!r} did not reach its end offsets within {timeout:.0f} s")
+            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+                partition = msg.partition()
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= targets[partition][1]:
+                            pending.discard(partition)
+                        continue
+                    raise KafkaException(err)
+                offset = msg.offset()
+                if partition not in pending or offset >= targets[partition][1]:
+                    continue
+                _, timestamp = msg.timestamp()
+                records[partition].append(LogRecord(topic, partition, offset, timestamp, msg.key(), msg.value()))
+                if offset + 1 >= targets[partition][1]:
+                    pending.discard(partition)
+        return [r for p in sorted(records) for r in records[p]]
+    finally:
+        consumer.close()

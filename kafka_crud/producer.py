@@ -1,0 +1,151 @@
+"""Writing users: every write returns only once Kafka acknowledged it (acks=all, idempotent).
+
+``put`` writes a new version of a user; ``delete`` writes a tombstone, a record whose value is
+null. The article's DELETE sent an empty byte value instead, which compaction keeps forever:
+:meth:`UserProducer.send` can still write one, on purpose, to show the difference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from .config import client_config
+from .errors import WriteError
+from .records import Position, User, validate_email
+from .topics import DEFAULT_TOPIC
+
+__all__ = ["UserProducer"]
+
+log = logging.getLogger(__name__)
+
+
+class UserProducer:
+    """Writes users to a compacted topic, synchronously and safely.
+
+    Args:
+        bootstrap_servers: as in :func:`kafka_crud.client_config`.
+        topic: the topic to write to.
+        timeout: seconds Kafka has to acknowledge a write (librdkafka's ``message.timeout.ms``);
+            after that the write raises :class:`WriteError`.
+
+    Thread-safe: many threads may write at once; each waits only for its own record.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        timeout: float = 10.0,
+        config: dict[str, object] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.timeout = timeout
+        self._config = client_config(
+            bootstrap_servers,
+            **{
+                "acks": "all",
+                "enable.idempotence": True,
+                # A write waits for its acknowledgement: do not hold it back for batching.
+                "linger.ms": 0,
+                "message.timeout.ms": int(timeout * 1000),
+                "error_cb": self._on_error,
+                "logger": logging.getLogger("kafka_crud.librdkafka"),
+                **(config or {}),
+            },
+        )
+        self._lock = threading.Lock()
+        self._producer = Producer(self._config)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafka-crud-producer", daemon=True)
+        self._poller.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("Producer fatal error, starting a new producer: %s", err)
+            with self._lock:
+                self._producer = Producer(self._config)
+        else:
+            log.debug("Producer: %s", err)
+
+    def _poll(self) -> None:
+        # Delivery callbacks run only inside poll(): this thread keeps them flowing.
+        while not self._closed.is_set():
+            with self._lock:
+                producer = self._producer
+            producer.poll(0.05)
+
+    def put(self, user: User) -> Position:
+        """Write ``user`` (key = email, value = JSON) and return where it landed, once acknowledged."""
+        return self.send(user.email, user.to_json())
+
+    def delete(self, email: str) -> Position:
+        """Write a tombstone (null value) for ``email`` and return where it landed, once acknowledged."""
+        return self.send(validate_email(email), None)
+
+    def send(self, key: str | bytes, value: bytes | None) -> Position:
+        """Write one raw record and wait for its acknowledgement.
+
+        ``value=None`` is a tombstone; ``value=b""`` is an ordinary, empty record.
+        Raises :class:`WriteError` when Kafka did not acknowledge it within ``timeout`` s.
+        """
+        if self._closed.is_set():
+            raise WriteError("This producer is closed: create a new UserProducer")
+        future: Future[Message] = Future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                future.set_exception(KafkaException(err))
+            else:
+                future.set_result(msg)
+
+        with self._lock:
+            producer = self._producer
+        try:
+            producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+        except BufferError:
+            raise WriteError(
+                "The producer's queue is full: Kafka is not keeping up or not reachable; retry later"
+            ) from None
+        except KafkaException as exc:
+            raise WriteError(f"Kafka refused the write: {exc.args[0].str()}") from None
+        try:
+            msg = future.result(timeout=self.timeout + 5)
+        except FutureTimeout:
+            raise WriteError(
+                f"No acknowledgement from Kafka within {self.timeout + 5:.0f} s: the write may or may not have landed"
+            ) from None
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.code() == KafkaError._MSG_TIMED_OUT:
+                raise WriteError(
+                    f"Kafka did not acknowledge the write within {self.timeout:.0f} s "
+                    "(is the broker reachable?); retry later"
+                ) from None
+            raise WriteError(f"Kafka did not acknowledge the write: {err.str()}") from None
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        return Position(self.topic, partition, offset)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is in flight (up to ``timeout`` s), then stop."""
+        if self._closed.is_set():
+            return
+        with self._lock:
+            self._producer.flush(timeout)
+        self._closed.set()
+        self._poller.join()
+
+    def __enter__(self) -> UserProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
