@@ -122,15 +122,16 @@ def free_port() -> int:
 
 
 def _check_port(port: int, what: str) -> None:
+    # Ask whether something *listens*: a broker restarted right after a crash finds its old
+    # connections in TIME_WAIT on the port, which the JVM (binding with SO_REUSEADDR) ignores.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
+        sock.settimeout(2.0)
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
             raise PortInUseError(
-                f"Port {port} ({what}) on 127.0.0.1 is already in use ({exc.strerror}). "
+                f"Port {port} ({what}) on 127.0.0.1 is already in use. "
                 "Stop whatever listens there (a broker still running?) or choose another port "
                 "with --port, or leave it out to take a free one."
-            ) from None
+            )
 
 
 def _cluster_id() -> str:

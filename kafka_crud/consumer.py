@@ -71,10 +71,28 @@ def end_offsets(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
             f"Topic {topic!r} does not exist: create it first "
             "(kafka_crud.ensure_topic, or start `kafka-crud serve`, which creates it)"
         )
-    return {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT, cached=False)
-        for p in sorted(info.partitions)
-    }
+    return {p: _watermarks(consumer, TopicPartition(topic, p)) for p in sorted(info.partitions)}
+
+
+# A partition just created, or a broker just restarted, answers these until its leader is up.
+_LEADER_NOT_READY = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    deadline = time.monotonic() + _TIMEOUT
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=_TIMEOUT, cached=False)
+            return low, high
+        except KafkaException as exc:
+            if exc.args[0].code() not in _LEADER_NOT_READY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 class StoreConsumer:
@@ -161,7 +179,10 @@ class StoreConsumer:
         last_report = time.monotonic()
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(num_messages=10_000, timeout=0.1)
+                # consume() with a timeout waits for the whole batch or the whole timeout: wait for
+                # one message, then take what is already fetched, so a write is applied at once.
+                first = consumer.poll(0.1)
+                messages = [] if first is None else [first, *consumer.consume(num_messages=10_000, timeout=0)]
                 batches: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
                 for msg in messages:
                     err = msg.error()

@@ -54,6 +54,9 @@ class UserProducer:
                 "enable.idempotence": True,
                 # A write waits for its acknowledgement: do not hold it back for batching.
                 "linger.ms": 0,
+                # The Java client's partitioner (murmur2 of the key), not librdkafka's CRC32 default:
+                # every client writing this topic must send a key to the same partition.
+                "partitioner": "murmur2_random",
                 "message.timeout.ms": int(timeout * 1000),
                 "error_cb": self._on_error,
                 "logger": logging.getLogger("kafka_crud.librdkafka"),
