@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging as _logging
+
 from .broker import LocalKafka
+from .client import Response, UserClient
 from .config import KAFKA_VERSION, client_config
+from .consumer import Progress, StoreConsumer, read_log
 from .errors import (
     BrokerError,
     BrokerStartError,
@@ -13,18 +17,49 @@ from .errors import (
     KafkaCrudError,
     NotReadyError,
     PortInUseError,
+    PreconditionFailedError,
     TopicNotCompactedError,
     ValidationError,
     WriteError,
 )
+from .producer import UserProducer
+from .records import LogRecord, Position, User
+from .server import ServerHandle, serve_in_thread
+from .service import UserService
+from .store import StoredUser, UserStore
+from .topics import create_topic, delete_topic, ensure_topic, reset_topic
 
 __version__ = "0.1.0"
+
+# A library logs; the application (CLI, notebook) decides what to show.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     # brokers and connections
     "KAFKA_VERSION",
     "LocalKafka",
     "client_config",
+    # topics
+    "create_topic",
+    "delete_topic",
+    "ensure_topic",
+    "reset_topic",
+    # records
+    "LogRecord",
+    "Position",
+    "StoredUser",
+    "User",
+    # clients: write, read, store, serve
+    "Progress",
+    "Response",
+    "ServerHandle",
+    "StoreConsumer",
+    "UserClient",
+    "UserProducer",
+    "UserService",
+    "UserStore",
+    "read_log",
+    "serve_in_thread",
     # errors
     "BrokerError",
     "BrokerStartError",
@@ -34,6 +69,7 @@ __all__ = [
     "KafkaCrudError",
     "NotReadyError",
     "PortInUseError",
+    "PreconditionFailedError",
     "TopicNotCompactedError",
     "ValidationError",
     "WriteError",

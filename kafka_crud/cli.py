@@ -141,12 +141,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .consumer import Progress
     from .server import make_server
     from .service import UserService
 
-    def progress(p: object) -> None:
-        print(f"Rebuilding users from {args.topic!r}: {p.applied}/{p.total} offsets ({p.fraction:.0%})",  # type: ignore[attr-defined]
-              file=sys.stderr, flush=True)
+    def progress(p: Progress) -> None:
+        if p.fraction >= 1:
+            message = f"Caught up with {args.topic!r}: {p.total} offsets in {p.elapsed:.1f} s"
+        else:
+            message = f"Rebuilding users from {args.topic!r}: {p.applied}/{p.total} offsets ({p.fraction:.0%})"
+        print(message, file=sys.stderr, flush=True)
 
     with _stop_on_sigterm(), _broker_unless_configured(args.bootstrap_servers) as servers:
         service = UserService(servers, topic=args.topic, partitions=args.partitions, on_progress=progress)
@@ -256,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # librdkafka reports passing states (a coordinator still loading, a reconnect) as warnings.
+        logging.getLogger("kafka_crud.librdkafka").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KafkaCrudError as exc:

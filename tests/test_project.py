@@ -1,0 +1,95 @@
+"""The project's contracts: exports, connection settings, the compose file and Binder's start script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kafka_crud
+from kafka_crud.broker import BROKER_SETTINGS
+from kafka_crud.config import BOOTSTRAP_ENV, CLIENT_CONFIG_ENV, KAFKA_VERSION, client_config
+from kafka_crud.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_exactly_what_the_package_exports() -> None:
+    public = {
+        name for name, value in vars(kafka_crud).items()
+        if not name.startswith("_") and not isinstance(value, type(sys)) and name != "annotations"
+    }
+    assert set(kafka_crud.__all__) == public
+    assert len(kafka_crud.__all__) == len(set(kafka_crud.__all__))
+
+
+def test_client_config_uses_the_environment_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BOOTSTRAP_ENV, "broker-a:9092,broker-b:9092")
+    monkeypatch.delenv(CLIENT_CONFIG_ENV, raising=False)
+    assert client_config() == {"bootstrap.servers": "broker-a:9092,broker-b:9092"}
+
+
+def test_client_config_adds_settings_for_a_secured_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(BOOTSTRAP_ENV, "kafka.example:9093")
+    monkeypatch.setenv(CLIENT_CONFIG_ENV, "security.protocol=SASL_SSL,sasl.mechanism=PLAIN")
+    assert client_config()["security.protocol"] == "SASL_SSL"
+    props = tmp_path / "client.properties"
+    props.write_text("# a comment\nsasl.username = alice\nsasl.password=s3cr=t\n")
+    monkeypatch.setenv(CLIENT_CONFIG_ENV, str(props))
+    assert client_config(**{"acks": "all"}) == {
+        "bootstrap.servers": "kafka.example:9093", "sasl.username": "alice", "sasl.password": "s3cr=t", "acks": "all",
+    }
+
+
+def test_missing_connection_settings_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    with pytest.raises(ConfigError, match="kafka-crud broker"):
+        client_config()
+    monkeypatch.setenv(BOOTSTRAP_ENV, "x:1")
+    monkeypatch.setenv(CLIENT_CONFIG_ENV, "no-such-file")
+    with pytest.raises(ConfigError, match="key=value"):
+        client_config()
+
+
+def test_compose_runs_the_pinned_kafka_with_the_teaching_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    env = {k: str(v) for k, v in kafka["environment"].items()}
+    for key, value in BROKER_SETTINGS.items():
+        assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
+    assert compose["services"]["lab"]["environment"][BOOTSTRAP_ENV] == "kafka:19092"
+
+
+def test_binder_installs_from_the_same_pins_as_make_setup() -> None:
+    post_build = (ROOT / "binder" / "postBuild").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt" in post_build and "-c constraints.txt" in makefile
+    assert not (ROOT / "binder" / "requirements.txt").exists(), "one list of pins, not two"
+
+
+@pytest.mark.broker
+def test_binder_start_runs_the_command_with_a_broker_and_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop(BOOTSTRAP_ENV, None)  # Binder has no broker of its own: start must start one
+    probe = (
+        "import os\n"
+        "from confluent_kafka.admin import AdminClient\n"
+        f"servers = os.environ[{BOOTSTRAP_ENV!r}]\n"
+        "md = AdminClient({'bootstrap.servers': servers}).list_topics(timeout=30)\n"
+        "print(servers, len(md.brokers))\n"
+    )
+    out = subprocess.run([str(ROOT / "binder" / "start"), sys.executable, "-c", probe],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    servers, brokers = out.stdout.split()
+    assert servers.startswith("127.0.0.1:") and brokers == "1"
+    host, port = servers.split(":")
+    import socket
+
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2).close()
