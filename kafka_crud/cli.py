@@ -121,8 +121,13 @@ def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
             child.wait()
 
 
+def _after_dashes(argv: list[str]) -> list[str]:
+    """argparse.REMAINDER keeps a leading ``--``; the command starts after it."""
+    return argv[1:] if argv[:1] == ["--"] else argv
+
+
 def cmd_with_broker(args: argparse.Namespace) -> int:
-    command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+    command = _after_dashes(args.command)
     if not command:
         print("kafka-crud with-broker: give a command to run, e.g. kafka-crud with-broker -- pytest", file=sys.stderr)
         return 2
@@ -133,7 +138,7 @@ def cmd_with_broker(args: argparse.Namespace) -> int:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     notebooks = Path(args.notebook_dir)
-    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.jupyter_args]
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *_after_dashes(args.jupyter_args)]
     with _broker_unless_configured(None) as servers:
         print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}; Ctrl-C twice stops JupyterLab and Kafka",
               file=sys.stderr, flush=True)
