@@ -6,6 +6,15 @@ import logging as _logging
 
 from .broker import LocalKafka
 from .client import Response, UserClient
+from .compaction import (
+    CleanerTimeoutError,
+    CompactionResult,
+    TombstoneRemoval,
+    compact,
+    remove_tombstones,
+    roll_segments,
+    wait_for_cleaner,
+)
 from .config import KAFKA_VERSION, client_config
 from .consumer import Progress, StoreConsumer, read_log
 from .errors import (
@@ -24,10 +33,22 @@ from .errors import (
 )
 from .producer import UserProducer
 from .records import LogRecord, Position, User
+from .segments import Segment, list_segments, local_log_dir, segments_frame
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
 from .store import StoredUser, UserStore
 from .topics import create_topic, delete_topic, ensure_topic, reset_topic
+from .views import (
+    compare_frame,
+    groups_frame,
+    log_frame,
+    plot_compaction,
+    plot_log,
+    records_frame,
+    style_log,
+    users_frame,
+    watermarks_frame,
+)
 
 __version__ = "0.1.0"
 
@@ -60,9 +81,30 @@ __all__ = [
     "UserStore",
     "read_log",
     "serve_in_thread",
+    # views: the log, compaction step by step, segments (pandas and matplotlib on use)
+    "CompactionResult",
+    "Segment",
+    "TombstoneRemoval",
+    "compact",
+    "compare_frame",
+    "groups_frame",
+    "list_segments",
+    "local_log_dir",
+    "log_frame",
+    "plot_compaction",
+    "plot_log",
+    "records_frame",
+    "remove_tombstones",
+    "roll_segments",
+    "segments_frame",
+    "style_log",
+    "users_frame",
+    "wait_for_cleaner",
+    "watermarks_frame",
     # errors
     "BrokerError",
     "BrokerStartError",
+    "CleanerTimeoutError",
     "ConfigError",
     "JarsUnavailableError",
     "JavaNotFoundError",

@@ -118,7 +118,7 @@ class User:
                 f"Unknown field(s) {', '.join(map(repr, unknown))}: a user has only 'email' and 'name'"
             )
         body_email = data.get("email")
-        if body_email is not None and not isinstance(body_email, str):
+        if "email" in data and not isinstance(body_email, str):  # null included: it is no email
             raise ValidationError(f"'email' must be a string, not {_json_type(body_email)}")
         if email is not None and body_email is not None and body_email != email:
             raise ValidationError(
@@ -133,14 +133,23 @@ class User:
     @classmethod
     def from_json(cls, raw: bytes | str, *, email: str | None = None) -> User:
         """Parse and validate a JSON user; raises :class:`ValidationError` with the reason."""
+        if isinstance(raw, bytes):
+            # JSON between systems is UTF-8 (RFC 8259), which json.loads would not insist on: it
+            # also reads UTF-16 and UTF-32. A byte order mark may be ignored, so it is.
+            try:
+                raw = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise ValidationError("The body is not UTF-8 text") from None
         try:
             data = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
-        except UnicodeDecodeError:
-            raise ValidationError("The body is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise ValidationError(f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         except RecursionError:
             raise ValidationError("Malformed JSON: nested too deeply") from None
+        except ValidationError:
+            raise
+        except ValueError:  # an integer of more than 4300 digits, which Python refuses to convert
+            raise ValidationError("Malformed JSON: a number too long to read") from None
         return cls.from_dict(data, email=email)
 
 

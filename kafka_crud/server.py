@@ -56,6 +56,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "kafka-crud"
     sys_version = ""
     timeout = 30  # seconds a client may take to send its request
+    # The stdlib sends the headers and the body separately: with Nagle's algorithm on, the body
+    # waits for the client to acknowledge the headers, up to 40 ms (delayed ACK) per response.
+    disable_nagle_algorithm = True
 
     # Every method, known or not, lands in _dispatch: unknown ones get 405, not the stdlib's 501.
     def __getattr__(self, name: str) -> Any:
@@ -164,16 +167,15 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, "Send the body with a Content-Length, not chunked")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
+        values = [v.strip(" \t") for v in self.headers.get_all("Content-Length", [])]
+        if not values:
             return 0
-        try:
-            length = int(raw)
-        except ValueError:
-            length = -1
-        if length < 0:
+        # 1*DIGIT and nothing else (RFC 9112): int() would also take "+5", "5_0" or Arabic digits,
+        # two different lengths leave the end of the body to guesswork.
+        if len(set(values)) > 1 or not (values[0].isascii() and values[0].isdigit()):
             self.close_connection = True
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"Invalid Content-Length {raw!r}")
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"Invalid Content-Length {', '.join(values)!r}")
+        length = int(values[0])
         if length > MAX_BODY:
             self.close_connection = True  # the unread body would be taken for the next request
             raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"The body is over {MAX_BODY} bytes")
@@ -181,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = self._content_length()
-        body = self.rfile.read(length) if length else b""
+        body = self._read(length) if length else b""
         if len(body) < length:
             self.close_connection = True
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "The body ended before its Content-Length")
@@ -192,7 +194,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _discard_body(self) -> None:
         length = self._content_length()
         if length:
-            self.rfile.read(length)
+            self._read(length)
+
+    def _read(self, length: int) -> bytes:
+        try:
+            return self.rfile.read(length)
+        except TimeoutError:  # a client that announced more than it sends: its fault, not ours
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.REQUEST_TIMEOUT, f"The body did not arrive within {self.timeout} s") from None
 
 
 def _single(query: dict[str, list[str]], name: str) -> str | None:

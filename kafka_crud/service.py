@@ -36,6 +36,9 @@ class UserService:
         topic: the compacted topic; created with ``partitions`` partitions if missing.
         write_timeout: seconds a write may take to be acknowledged and applied.
         on_progress: called with a :class:`~kafka_crud.consumer.Progress` during the rebuild.
+        read_your_writes: wait until this instance's store has applied a write before returning
+            it. False is the article's behaviour, kept to show its stale reads.
+        paused: start with the consumer paused (see :meth:`StoreConsumer.pause`), for demos.
     """
 
     def __init__(
@@ -46,8 +49,12 @@ class UserService:
         partitions: int = DEFAULT_PARTITIONS,
         write_timeout: float = 5.0,
         on_progress: Callable[[Progress], None] | None = None,
+        read_your_writes: bool = True,
+        paused: bool = False,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.read_your_writes = read_your_writes
+        self._paused = paused
         self.topic = topic
         self.partitions = partitions
         self.write_timeout = write_timeout
@@ -61,7 +68,9 @@ class UserService:
         """Create the topic if needed, start rebuilding the store; returns before it is caught up."""
         ensure_topic(self.bootstrap_servers, self.topic, partitions=self.partitions)
         self._producer = UserProducer(self.bootstrap_servers, topic=self.topic, timeout=self.write_timeout)
-        self._consumer = StoreConsumer(self.store, self.bootstrap_servers, on_progress=self._on_progress).start()
+        self._consumer = StoreConsumer(
+            self.store, self.bootstrap_servers, on_progress=self._on_progress, paused=self._paused
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -131,7 +140,8 @@ class UserService:
             raise NotReadyError("The service is not started: call start()")
         position = write(self._producer)
         # Acknowledged by Kafka; now wait until our own consumer has applied it (read-your-writes).
-        self.store.wait_for(position, self.write_timeout)
+        if self.read_your_writes:
+            self.store.wait_for(position, self.write_timeout)
         return position
 
     def put(self, user: User, *, if_match: str | None = None) -> tuple[StoredUser, bool]:

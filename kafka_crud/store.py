@@ -110,9 +110,9 @@ class UserStore:
         return isinstance(email, str) and email.encode() in self._values
 
     def applied(self) -> dict[int, int]:
-        """Per partition, the next offset to apply (everything before it is applied)."""
+        """Per partition, the next offset to apply (everything before it is applied), by partition."""
         with self._changed:
-            return dict(self._applied)
+            return dict(sorted(self._applied.items()))
 
     def wait_for(self, position: Position, timeout: float) -> None:
         """Block until the record at ``position`` has been applied (read-your-writes).

@@ -45,7 +45,8 @@ _ADMIN_TIMEOUT = 30.0
 
 def admin_client(bootstrap_servers: str | None = None) -> AdminClient:
     """An AdminClient on the configured Kafka (see :mod:`kafka_crud.config`)."""
-    return AdminClient(client_config(bootstrap_servers))
+    # librdkafka logs through `logging`, like the kit's other clients, not straight to stderr.
+    return AdminClient(client_config(bootstrap_servers, logger=logging.getLogger("kafka_crud.librdkafka")))
 
 
 def _admin(admin: AdminClient | str | None) -> AdminClient:
@@ -66,7 +67,9 @@ def partition_count(admin: AdminClient | str | None, topic: str) -> int | None:
 def topic_config(admin: AdminClient | str | None, topic: str) -> dict[str, str]:
     """The topic's effective configuration (its own settings over the broker's defaults)."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    future = _admin(admin).describe_configs([resource], request_timeout=_ADMIN_TIMEOUT)[resource]
+    # Keep the client referenced until the answer is in: a collected client fails its futures.
+    client = _admin(admin)
+    future = client.describe_configs([resource], request_timeout=_ADMIN_TIMEOUT)[resource]
     return {name: entry.value for name, entry in future.result(timeout=_ADMIN_TIMEOUT).items()}
 
 

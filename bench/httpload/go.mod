@@ -1,0 +1,3 @@
+module httpload
+
+go 1.26.0

@@ -1,0 +1,465 @@
+"""Compaction, step by step, on a real broker: roll the active segment, wait for the cleaner, compare.
+
+The log cleaner of a compacted topic keeps, per partition, the latest record of every key and
+removes the records it supersedes. It works only on *inactive* segments: the active segment
+(the one appends go to) is never cleaned. A segment stops being active only when it *rolls*,
+and a segment rolls only on the next append after ``segment.ms`` (or when it is full:
+``segment.bytes``, at least 1 MiB since Kafka 4.1). So "compact now" takes three steps:
+
+1. :func:`roll_segments`: lower ``segment.ms``, wait past it, append one record per partition
+   (it starts the new active segment), restore ``segment.ms``;
+2. :func:`wait_for_cleaner`: wait until the cleaner has cleaned up to that record;
+3. compare the log before and after: superseded records are gone, survivors keep their offsets
+   (the gaps), the live set is unchanged (:class:`CompactionResult`).
+
+:func:`compact` does the three; :func:`remove_tombstones` shows the second half of a
+tombstone's life: the first pass keeps it and stamps a *delete horizon* (now +
+``delete.retention.ms``) on its batch, and only a later pass after that horizon removes it. A
+later pass needs new dirty data, so that step rolls again.
+
+The record appended to roll a segment is a tombstone for :data:`ROLL_KEY`, a key that can never
+be a user's (it is not an email). It deletes nothing, and the cleaner removes it in its turn;
+you will see one or two of them at the end of each partition.
+
+Run one step at a time per topic: each changes topic settings for its duration and restores
+them when done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
+
+from .config import client_config
+from .consumer import read_log
+from .errors import KafkaCrudError, TopicNotCompactedError, WriteError
+from .records import LogRecord, classify
+from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
+from .topics import DEFAULT_TOPIC, admin_client, topic_config
+from .views import compare_frame, watermarks
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "ROLL_KEY",
+    "CleanerTimeoutError",
+    "CompactionResult",
+    "TombstoneRemoval",
+    "compact",
+    "remove_tombstones",
+    "roll_segments",
+    "topic_overrides",
+    "wait_for_cleaner",
+]
+
+log = logging.getLogger(__name__)
+
+#: The key of the tombstone appended to roll a segment: not an email, so never a user's key.
+ROLL_KEY = "__kafka_crud_roll__"
+
+#: ``segment.ms`` while rolling: the next append after this many ms starts a new segment.
+ROLL_SEGMENT_MS = 100
+
+_ADMIN_TIMEOUT = 30.0
+_POLL = 0.05
+_REMOTE_POLL = 0.5
+
+
+class CleanerTimeoutError(KafkaCrudError, TimeoutError):
+    """The log cleaner did not get as far as expected within the timeout."""
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """The log before and after one cleaner pass, and what it took."""
+
+    topic: str
+    """The topic."""
+    before: list[LogRecord]
+    """Every record before the roll."""
+    after: list[LogRecord]
+    """Every record once the cleaner had cleaned up to ``markers``."""
+    markers: dict[int, int]
+    """Per partition, the offset of the roll record: the base offset of the new active segment."""
+    seconds: float
+    """From the roll record's acknowledgement to the cleaner having cleaned up to it."""
+
+    @property
+    def removed(self) -> list[LogRecord]:
+        """Records of ``before`` that the cleaner removed."""
+        kept = {(r.partition, r.offset) for r in self.after}
+        return [r for r in self.before if (r.partition, r.offset) not in kept]
+
+    @property
+    def kept(self) -> list[LogRecord]:
+        """Records of ``before`` still in the log, at the same offsets."""
+        present = {(r.partition, r.offset) for r in self.after}
+        return [r for r in self.before if (r.partition, r.offset) in present]
+
+    @property
+    def gaps(self) -> list[tuple[int, int, int]]:
+        """(partition, first, last) offset ranges with no record left in ``after``."""
+        result: list[tuple[int, int, int]] = []
+        expected: dict[int, int] = {}
+        for record in sorted(self.after, key=lambda r: (r.partition, r.offset)):
+            start = expected.get(record.partition, 0)
+            if record.offset > start:
+                result.append((record.partition, start, record.offset - 1))
+            expected[record.partition] = record.offset + 1
+        return result
+
+    def frame(self, *, timestamps: bool = False) -> pd.DataFrame:
+        """Every record before or after, with ``outcome``: kept, removed, or new (the roll records)."""
+        return compare_frame(self.before, self.after, timestamps=timestamps)
+
+
+@dataclass(frozen=True)
+class TombstoneRemoval:
+    """A tombstone's second half of life: kept and stamped by one pass, removed by a later one."""
+
+    topic: str
+    """The topic."""
+    tombstones: list[LogRecord]
+    """The tombstones in the log when the step began, and those the first pass kept."""
+    delete_retention_ms: int
+    """The topic's ``delete.retention.ms``: how long after its first cleaning a tombstone stays."""
+    delete_horizon_ms: int | None
+    """Latest delete horizon stamped on a batch holding them (ms since the epoch), when known."""
+    seconds: float
+    """From the end of the first pass to the tombstones being gone."""
+    passes: list[CompactionResult] = field(default_factory=list)
+    """Each cleaner pass of the step, in order; the first stamped the horizon."""
+
+    @property
+    def before(self) -> list[LogRecord]:
+        """The log before the first pass."""
+        return self.passes[0].before
+
+    @property
+    def stamped(self) -> list[LogRecord]:
+        """The log after the first pass: superseded records gone, tombstones still there."""
+        return self.passes[0].after
+
+    @property
+    def after(self) -> list[LogRecord]:
+        """The log after the last pass: the tombstones gone too."""
+        return self.passes[-1].after
+
+    @property
+    def removed(self) -> list[LogRecord]:
+        """The tombstones of :attr:`tombstones` no longer in the log."""
+        present = {(r.partition, r.offset) for r in self.after}
+        return [r for r in self.tombstones if (r.partition, r.offset) not in present]
+
+    def frame(self, *, timestamps: bool = False) -> pd.DataFrame:
+        """The log when the step began compared with the log at its end."""
+        return compare_frame(self.before, self.after, timestamps=timestamps)
+
+
+@contextmanager
+def topic_overrides(
+    bootstrap_servers: str | None, topic: str, settings: Mapping[str, str], *, timeout: float = _ADMIN_TIMEOUT
+) -> Iterator[None]:
+    """Set topic ``settings`` for the duration of the block, then put back what was there.
+
+    A setting the topic had of its own gets its old value back; one it inherited from the broker
+    loses the override again. Returns once the broker reports the new values.
+    """
+    admin = admin_client(bootstrap_servers)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    current = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
+    previous = {name: _own_value(current.get(name)) for name in settings}
+    _alter(admin, topic, dict(settings), timeout)
+    try:
+        yield
+    finally:
+        _alter(admin, topic, previous, timeout)
+
+
+def _own_value(entry: ConfigEntry | None) -> str | None:
+    """The topic's own value of a setting; None when it inherits the broker's."""
+    if entry is None:
+        return None
+    source = getattr(entry.source, "value", entry.source)  # describe_configs gives a plain int
+    return entry.value if source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value else None
+
+
+def _alter(admin: AdminClient, topic: str, settings: Mapping[str, str | None], timeout: float) -> None:
+    entries = [
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        if value is not None
+        else ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
+        for name, value in settings.items()
+    ]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+    for future in admin.incremental_alter_configs([resource], request_timeout=timeout).values():
+        future.result(timeout=timeout)
+    wanted = {name: value for name, value in settings.items() if value is not None}
+    deadline = time.monotonic() + timeout
+    while True:
+        now = topic_config(admin, topic)
+        if all(_same(now.get(name), value) for name, value in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise CleanerTimeoutError(
+                f"The broker did not apply {wanted} to topic {topic!r} within {timeout:.0f} s: is it healthy?"
+            )
+        time.sleep(_POLL)
+
+
+def _same(reported: str | None, wanted: str) -> bool:
+    """Whether the broker reports ``wanted`` (it writes a ratio of "0" as "0.0")."""
+    if reported == wanted:
+        return True
+    try:
+        return reported is not None and float(reported) == float(wanted)
+    except ValueError:
+        return False
+
+
+def _append(bootstrap_servers: str | None, topic: str, partitions: Iterable[int], key: str, value: bytes | None,
+            timeout: float) -> dict[int, int]:
+    """Append one record to each partition (explicitly, not by key hash); return their offsets."""
+    producer = Producer(client_config(
+        bootstrap_servers,
+        **{"acks": "all", "linger.ms": 0, "message.timeout.ms": int(timeout * 1000),
+           "logger": logging.getLogger("kafka_crud.librdkafka")},
+    ))
+    offsets: dict[int, int] = {}
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            offset, partition = msg.offset(), msg.partition()
+            assert offset is not None and partition is not None
+            offsets[partition] = offset
+
+    wanted = sorted(set(partitions))
+    for partition in wanted:
+        producer.produce(topic, key=key, value=value, partition=partition, on_delivery=on_delivery)
+    producer.flush(timeout + 5)
+    if errors:
+        raise WriteError(f"Kafka did not acknowledge the roll record: {errors[0].str()}")
+    if len(offsets) != len(wanted):
+        raise WriteError(f"No acknowledgement for the roll record within {timeout:.0f} s: is the broker reachable?")
+    return offsets
+
+
+def roll_segments(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    partitions: Iterable[int] | None = None,
+    key: str = ROLL_KEY,
+    value: bytes | None = None,
+    timeout: float = 30.0,
+    log_dir: LogDirOption = "auto",
+) -> dict[int, int]:
+    """Make each partition's active segment inactive, so that the cleaner may clean it.
+
+    Sets ``segment.ms`` to :data:`ROLL_SEGMENT_MS`, waits past it, appends one record (``key``,
+    ``value``: by default a tombstone for :data:`ROLL_KEY`) to each partition, then restores
+    ``segment.ms``. That record is the first of a new active segment. With the log dir at hand
+    (the embedded broker), the roll is checked on disk and retried with a fresh record if the
+    broker had not yet applied the setting.
+
+    ``partitions``: by default every partition that holds records.
+
+    Returns, per partition, the offset of the appended record: the new active segment's base offset.
+    """
+    root = resolve_log_dir(log_dir, bootstrap_servers)
+    if partitions is None:
+        partitions = [p for p, (low, high) in watermarks(bootstrap_servers, topic).items() if high > low]
+    wanted = sorted(partitions)
+    if not wanted:
+        log.info("Topic %r has no records: nothing to roll", topic)
+        return {}
+    deadline = time.monotonic() + timeout
+    markers: dict[int, int] = {}
+    with topic_overrides(bootstrap_servers, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}, timeout=timeout):
+        pending = wanted
+        while pending:
+            # A segment rolls when an append's timestamp is segment.ms past its first record's.
+            time.sleep(2 * ROLL_SEGMENT_MS / 1000)
+            appended = _append(bootstrap_servers, topic, pending, key, value, timeout)
+            markers.update(appended)
+            if root is None:
+                break
+            pending = [p for p, offset in appended.items() if not (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()]
+            if pending and time.monotonic() > deadline:
+                raise CleanerTimeoutError(
+                    f"Partitions {pending} of {topic!r} did not roll within {timeout:.0f} s: is the broker healthy?"
+                )
+    log.info("Rolled %r: new active segments at %s", topic, markers)
+    return markers
+
+
+def _superseded_below(records: list[LogRecord], markers: Mapping[int, int]) -> list[LogRecord]:
+    """Records superseded by a record that is also below the partition's marker (in cleanable segments)."""
+    return [
+        r for r, (status, newer) in zip(records, classify(records))
+        if r.partition in markers and status == "superseded" and newer is not None and newer < markers[r.partition]
+    ]
+
+
+def wait_for_cleaner(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    markers: Mapping[int, int] | None = None,
+    *,
+    timeout: float = 60.0,
+    log_dir: LogDirOption = "auto",
+) -> float:
+    """Wait until the cleaner has cleaned each partition up to ``markers`` (from :func:`roll_segments`).
+
+    With the broker's log dir (the embedded broker), waits for its ``cleaner-offset-checkpoint``
+    to reach the markers: proof that a pass ran. A remote broker's files are out of sight, so
+    this re-reads the log until no record below a marker is superseded by another below it;
+    when nothing was to be removed, that is true at once (nothing to see, nothing to wait for).
+
+    Returns the seconds waited; raises :class:`CleanerTimeoutError` after ``timeout`` seconds.
+    """
+    markers = dict(markers or {})
+    root = resolve_log_dir(log_dir, bootstrap_servers)
+    started = time.monotonic()
+    deadline = started + timeout
+    check: Callable[[], bool]
+    if root is not None:
+        def check() -> bool:
+            done = cleaner_checkpoints(root)
+            return all(done.get((topic, p), -1) >= offset for p, offset in markers.items())
+        poll = _POLL
+    else:
+        def check() -> bool:
+            return not _superseded_below(read_log(bootstrap_servers, topic), markers)
+        poll = _REMOTE_POLL
+    while not check():
+        if time.monotonic() > deadline:
+            raise CleanerTimeoutError(
+                f"The log cleaner did not clean {topic!r} up to {markers} within {timeout:.0f} s. "
+                "Is the topic compacted (cleanup.policy=compact)? Is min.compaction.lag.ms small? "
+                "A remote broker may check for work only every log.cleaner.backoff.ms (15 s by default): "
+                "give a longer timeout."
+            )
+        time.sleep(poll)
+    return time.monotonic() - started
+
+
+def compact(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    timeout: float = 60.0,
+    log_dir: LogDirOption = "auto",
+) -> CompactionResult:
+    """One cleaner pass, now: read the log, roll, wait for the cleaner, read the log again.
+
+    Raises :class:`~kafka_crud.TopicNotCompactedError` for a topic that is not compacted.
+    During the step ``min.cleanable.dirty.ratio`` is 0, so that the cleaner cleans even a dirty
+    section much smaller than the clean one (at the teaching 0.01, a topic holding a few hundred
+    users would otherwise not be cleaned for the few records of a demo); it is restored after.
+    """
+    policy = topic_config(admin_client(bootstrap_servers), topic).get("cleanup.policy", "")
+    if "compact" not in policy.split(","):
+        raise TopicNotCompactedError(
+            f"Topic {topic!r} has cleanup.policy={policy!r}: the log cleaner never compacts it. "
+            "Use a compacted topic (kafka_crud.create_topic makes one)."
+        )
+    root = resolve_log_dir(log_dir, bootstrap_servers)
+    where: LogDirOption = root  # resolved once, not per step
+    before = read_log(bootstrap_servers, topic)
+    partitions = sorted({r.partition for r in before})
+    if not partitions:
+        return CompactionResult(topic, before, before, {}, 0.0)
+    with topic_overrides(bootstrap_servers, topic, {"min.cleanable.dirty.ratio": "0"}, timeout=timeout):
+        markers = roll_segments(bootstrap_servers, topic, partitions=partitions, timeout=timeout, log_dir=where)
+        seconds = wait_for_cleaner(bootstrap_servers, topic, markers, timeout=timeout, log_dir=where)
+    result = CompactionResult(topic, before, read_log(bootstrap_servers, topic), markers, seconds)
+    log.info("Compacted %r in %.2f s: %d of %d records removed", topic, seconds, len(result.removed), len(before))
+    return result
+
+
+def _latest_horizon(bootstrap_servers: str | None, topic: str, root: Path, partitions: set[int]) -> int | None:
+    horizons = [
+        s.delete_horizon_ms for s in list_segments(bootstrap_servers, topic, log_dir=root)
+        if s.partition in partitions and s.delete_horizon_ms is not None
+    ]
+    return max(horizons) if horizons else None
+
+
+def remove_tombstones(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    timeout: float = 120.0,
+    log_dir: LogDirOption = "auto",
+) -> TombstoneRemoval:
+    """Watch the cleaner remove tombstones: a pass that stamps them, the wait, a pass that removes them.
+
+    1. :func:`compact`: superseded records go; tombstones stay, their batches stamped with a
+       delete horizon (the pass's time + ``delete.retention.ms``). Until then, a consumer that
+       is reading the topic from the start still sees the delete.
+    2. Wait until the horizon has passed: read from the segment files with the embedded broker,
+       estimated as now + ``delete.retention.ms`` otherwise.
+    3. :func:`compact` again (it rolls, which gives the cleaner new dirty data: without it no
+       pass would run), until the tombstones are gone.
+
+    An empty value (``b""``) is not a tombstone: no pass ever removes the latest one of its key.
+    Raises :class:`CleanerTimeoutError` when it takes longer than ``timeout`` seconds; create
+    the topic with a smaller ``delete.retention.ms`` for a quick demo.
+    """
+    root = resolve_log_dir(log_dir, bootstrap_servers)
+    deadline = time.monotonic() + timeout
+    first = compact(bootstrap_servers, topic, timeout=timeout, log_dir=root)
+    passes = [first]
+    retention_ms = int(topic_config(admin_client(bootstrap_servers), topic)["delete.retention.ms"])
+    # What this step waits for: tombstones the first pass kept (and stamped), below its markers.
+    waiting = [r for r in first.after if r.value is None and r.offset < first.markers.get(r.partition, -1)]
+    seen = {(r.partition, r.offset) for r in first.before}
+    tombstones = [r for r in first.before if r.value is None] + [
+        r for r in waiting if (r.partition, r.offset) not in seen
+    ]
+    started = time.monotonic()
+    if not waiting:
+        return TombstoneRemoval(topic, tombstones, retention_ms, None, 0.0, passes)
+    partitions = {r.partition for r in waiting}
+    horizon = _latest_horizon(bootstrap_servers, topic, root, partitions) if root is not None else None
+    wait_until = horizon if horizon is not None else int(time.time() * 1000) + retention_ms
+    while True:
+        wait = (wait_until - time.time() * 1000) / 1000 + 0.05
+        if time.monotonic() + max(wait, 0) > deadline:
+            raise CleanerTimeoutError(
+                f"The tombstones of {topic!r} become removable only in {wait:.1f} s "
+                f"(delete.retention.ms={retention_ms}), beyond the {timeout:.0f} s timeout: give a longer "
+                "timeout, or create the topic with a smaller delete.retention.ms for a demo"
+            )
+        if wait > 0:
+            log.info("Waiting %.1f s for the delete horizon of %r", wait, topic)
+            time.sleep(wait)
+        remaining = max(deadline - time.monotonic(), 1.0)
+        result = compact(bootstrap_servers, topic, timeout=remaining, log_dir=root)
+        passes.append(result)
+        present = {(r.partition, r.offset) for r in result.after}
+        if not any((t.partition, t.offset) in present for t in waiting):
+            break
+        if time.monotonic() > deadline:
+            raise CleanerTimeoutError(
+                f"{len(waiting)} tombstone(s) of {topic!r} were still there after {len(passes)} cleaner passes "
+                f"and {timeout:.0f} s: give a longer timeout"
+            )
+        # The broker's clock, or the estimate, was behind: another pass a little later.
+        wait_until = int(time.time() * 1000) + 500
+    seconds = time.monotonic() - started
+    log.info("Tombstones of %r removed %.2f s after the pass that stamped them", topic, seconds)
+    return TombstoneRemoval(topic, tombstones, retention_ms, horizon, seconds, passes)

@@ -1,0 +1,394 @@
+"""The log made visible: DataFrames, a colour-coded table and plots of what is in a topic.
+
+Kafka UIs show messages and count them as the high minus the low watermark. On a compacted
+topic that number is neither the records there (compaction leaves gaps) nor the keys that are
+live; these views put the three side by side, say which record supersedes which, and show
+the log before and after the cleaner. The words (offset, end offset, live, superseded,
+tombstone) are those of :mod:`kafka_crud.records`.
+
+Everything here reads through :func:`kafka_crud.consumer.read_log` and the AdminClient; it
+never asks a running service. Columns come in a fixed order, and time columns can be left
+out (``timestamps=False``) for output that is the same from run to run.
+
+pandas is imported when a view is built, not with the package: ``import kafka_crud`` (and
+so the CLI and the server) stays quick. matplotlib is needed only for the plots
+(``pip install kafka-crud[views]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from .consumer import read_log
+from .errors import ConfigError
+from .records import LogRecord, classify
+from .topics import DEFAULT_TOPIC, admin_client
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from pandas.io.formats.style import Styler
+
+    from .store import StoredUser
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "GROUP_COLUMNS",
+    "LOG_COLUMNS",
+    "STATUS_COLOURS",
+    "WATERMARK_COLUMNS",
+    "compare_frame",
+    "groups_frame",
+    "log_frame",
+    "plot_compaction",
+    "plot_log",
+    "records_frame",
+    "style_log",
+    "users_frame",
+    "watermarks",
+    "watermarks_frame",
+]
+
+#: Columns of :func:`log_frame`; ``timestamp`` is last so that it is easy to drop.
+LOG_COLUMNS = ("partition", "offset", "key", "value", "kind", "status", "superseded_by", "live", "timestamp")
+#: Columns of :func:`compare_frame`.
+COMPARE_COLUMNS = ("partition", "offset", "key", "value", "kind", "status", "outcome", "timestamp")
+#: Columns of :func:`watermarks_frame`.
+WATERMARK_COLUMNS = (
+    "partition", "low", "high", "high_minus_low", "records", "live_keys", "superseded", "tombstones",
+)
+#: Columns of :func:`groups_frame`.
+GROUP_COLUMNS = ("group", "topic", "partition", "committed", "end_offset", "lag")
+
+#: Background and text colour per record status, in the table and the plots.
+STATUS_COLOURS: dict[str, tuple[str, str]] = {
+    "live": ("#d1e7dd", "#0f5132"),
+    "superseded": ("#e9ecef", "#6c757d"),
+    "tombstone": ("#f8d7da", "#842029"),
+}
+_MARKER_COLOURS = {"live": "#198754", "superseded": "#adb5bd", "tombstone": "#dc3545"}
+
+_TIMEOUT = 30.0
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _timestamps(millis: Iterable[int | None]) -> pd.Series:
+    import pandas as pd
+
+    values = pd.array([m if m is not None and m >= 0 else None for m in millis], dtype="Int64")
+    return pd.to_datetime(pd.Series(values), unit="ms", utc=True)
+
+
+def _object(values: Iterable[str | None]) -> pd.Series:
+    import pandas as pd
+
+    # object, not pandas' string dtype: a tombstone's value shows as None, an empty value as "".
+    return pd.Series(list(values), dtype=object)
+
+
+def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True) -> pd.DataFrame:
+    """The records as a DataFrame with the columns of :data:`LOG_COLUMNS`, in the order given.
+
+    ``key`` and ``value`` are decoded as UTF-8 text; a tombstone's value is None. ``kind`` is
+    put, tombstone or empty value; ``status`` is live, superseded or tombstone, with
+    ``superseded_by`` the offset of the later record of the same key (the one that makes it
+    removable). ``live`` is True for the current value of its key. ``timestamp`` is the
+    producer's time, in UTC; ``timestamps=False`` leaves it out.
+    """
+    import pandas as pd
+
+    records = list(records)
+    statuses = classify(records)
+    frame = pd.DataFrame({
+        "partition": pd.Series([r.partition for r in records], dtype="int64"),
+        "offset": pd.Series([r.offset for r in records], dtype="int64"),
+        "key": _object(_text(r.key) for r in records),
+        "value": _object(_text(r.value) for r in records),
+        "kind": _object(r.kind for r in records),
+        "status": _object(status for status, _ in statuses),
+        "superseded_by": pd.array([newer for _, newer in statuses], dtype="Int64"),
+        "live": pd.Series([status == "live" for status, _ in statuses], dtype=bool),
+        "timestamp": _timestamps(r.timestamp for r in records),
+    }, columns=list(LOG_COLUMNS))
+    return frame if timestamps else frame.drop(columns=["timestamp"])
+
+
+def log_frame(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    timestamps: bool = True,
+    timeout: float = 60.0,
+) -> pd.DataFrame:
+    """Every record now in ``topic`` (see :func:`records_frame`), by partition and offset."""
+    return records_frame(read_log(bootstrap_servers, topic, timeout=timeout), timestamps=timestamps)
+
+
+def compare_frame(
+    before: Iterable[LogRecord], after: Iterable[LogRecord], *, timestamps: bool = False
+) -> pd.DataFrame:
+    """Two reads of one log side by side: every record of either, by partition and offset.
+
+    ``status`` is the record's status in ``before`` (in ``after`` for a new record).
+    ``outcome`` is ``kept`` (still there, at the same offset: compaction never renumbers),
+    ``removed`` (gone from ``after``) or ``new`` (written in between).
+    """
+    import pandas as pd
+
+    before, after = list(before), list(after)
+    in_after = {(r.partition, r.offset) for r in after}
+    in_before = {(r.partition, r.offset) for r in before}
+    rows: list[tuple[LogRecord, str, str]] = []
+    for record, (status, _) in zip(before, classify(before)):
+        rows.append((record, status, "kept" if (record.partition, record.offset) in in_after else "removed"))
+    for record, (status, _) in zip(after, classify(after)):
+        if (record.partition, record.offset) not in in_before:
+            rows.append((record, status, "new"))
+    rows.sort(key=lambda row: (row[0].partition, row[0].offset))
+    frame = pd.DataFrame({
+        "partition": pd.Series([r.partition for r, _, _ in rows], dtype="int64"),
+        "offset": pd.Series([r.offset for r, _, _ in rows], dtype="int64"),
+        "key": _object(_text(r.key) for r, _, _ in rows),
+        "value": _object(_text(r.value) for r, _, _ in rows),
+        "kind": _object(r.kind for r, _, _ in rows),
+        "status": _object(status for _, status, _ in rows),
+        "outcome": _object(outcome for _, _, outcome in rows),
+        "timestamp": _timestamps(r.timestamp for r, _, _ in rows),
+    }, columns=list(COMPARE_COLUMNS))
+    return frame if timestamps else frame.drop(columns=["timestamp"])
+
+
+def _partitions(admin: AdminClient, topic: str) -> list[int] | None:
+    """The topic's partitions, or None when it does not exist."""
+    info = admin.list_topics(topic=topic, timeout=_TIMEOUT).topics.get(topic)
+    if info is None or info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        return None
+    if info.error is not None:
+        raise KafkaException(info.error)
+    return sorted(info.partitions)
+
+
+def _list_offsets(admin: AdminClient, topic: str, partitions: Iterable[int], spec: OffsetSpec) -> dict[int, int]:
+    request = {TopicPartition(topic, p): spec for p in partitions}
+    if not request:
+        return {}
+    futures = admin.list_offsets(request, request_timeout=_TIMEOUT)
+    return {tp.partition: future.result(timeout=_TIMEOUT).offset for tp, future in futures.items()}
+
+
+def watermarks(bootstrap_servers: str | None = None, topic: str = DEFAULT_TOPIC) -> dict[int, tuple[int, int]]:
+    """Per partition (low, high): the log start offset and the end offset (last offset + 1).
+
+    Raises :class:`~kafka_crud.ConfigError` when the topic does not exist.
+    """
+    admin = admin_client(bootstrap_servers)
+    partitions = _partitions(admin, topic)
+    if partitions is None:
+        raise ConfigError(
+            f"Topic {topic!r} does not exist: create it first "
+            "(kafka_crud.ensure_topic, or start `kafka-crud serve`, which creates it)"
+        )
+    low = _list_offsets(admin, topic, partitions, OffsetSpec.earliest())
+    high = _list_offsets(admin, topic, partitions, OffsetSpec.latest())
+    return {p: (low[p], high[p]) for p in partitions}
+
+
+def watermarks_frame(
+    bootstrap_servers: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    timeout: float = 60.0,
+) -> pd.DataFrame:
+    """Per partition: the watermarks Kafka UIs count with, beside what is really there.
+
+    ``low`` is the log start offset (compaction does not move it: it stays 0 even when the
+    first records are gone), ``high`` the end offset (last offset + 1), ``high_minus_low``
+    what a UI shows as "messages". ``records`` are the records actually in the log below
+    ``high``; of them ``live_keys`` are the current values of their keys (exact: the number of
+    keys a reader rebuilding the table ends up with, an empty value included), the others are
+    ``superseded`` or latest-of-their-key ``tombstones``.
+    """
+    import pandas as pd
+
+    marks = watermarks(bootstrap_servers, topic)
+    # Read after taking the watermarks and keep what is below them: one consistent snapshot.
+    records = [r for r in read_log(bootstrap_servers, topic, timeout=timeout) if r.offset < marks[r.partition][1]]
+    counts = {p: {"records": 0, "live": 0, "superseded": 0, "tombstone": 0} for p in marks}
+    for record, (status, _) in zip(records, classify(records)):
+        counts[record.partition]["records"] += 1
+        counts[record.partition][status] += 1
+    rows = [
+        {
+            "partition": p, "low": low, "high": high, "high_minus_low": high - low,
+            "records": counts[p]["records"], "live_keys": counts[p]["live"],
+            "superseded": counts[p]["superseded"], "tombstones": counts[p]["tombstone"],
+        }
+        for p, (low, high) in marks.items()
+    ]
+    return pd.DataFrame(rows, columns=list(WATERMARK_COLUMNS)).astype("int64")
+
+
+def groups_frame(
+    bootstrap_servers: str | None = None,
+    *,
+    groups: Iterable[str] | None = None,
+    topic: str | None = None,
+) -> pd.DataFrame:
+    """Consumer groups' committed offsets and lag, one row per (group, topic, partition).
+
+    ``committed`` is the offset the group will resume from (the next record to read, not the
+    last one read); ``lag`` = ``end_offset`` - ``committed``: offsets, not records, still to
+    read (on a compacted topic, fewer records than that may remain). Every partition of a
+    topic the group has committed on is listed; ``<NA>`` where it has no commit.
+
+    ``groups``: by default every group the broker knows. ``topic``: only that topic.
+    The kit's own readers assign partitions and never commit: they are not groups.
+    """
+    import pandas as pd
+
+    admin = admin_client(bootstrap_servers)
+    if groups is None:
+        listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result(timeout=_TIMEOUT)
+        groups = sorted(g.group_id for g in listing.valid)
+    committed: dict[tuple[str, str, int], int | None] = {}
+    for group in groups:
+        request = [ConsumerGroupTopicPartitions(group)]
+        answer = admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT)[group].result(timeout=_TIMEOUT)
+        for tp in answer.topic_partitions or []:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if topic is None or tp.topic == topic:
+                committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+    ends: dict[tuple[str, int], int | None] = {}
+    for name in sorted({t for _, t, _ in committed}):
+        partitions = _partitions(admin, name)
+        if partitions is None:  # deleted since the group committed: no end offset any more
+            ends.update({(t, p): None for _, t, p in committed if t == name})
+        else:
+            ends.update({(name, p): end for p, end in _list_offsets(admin, name, partitions, OffsetSpec.latest()).items()})
+    rows = []
+    for group in sorted({g for g, _, _ in committed}):
+        for name in sorted({t for g, t, _ in committed if g == group}):
+            for (t, partition), end in sorted(ends.items()):
+                if t != name:
+                    continue
+                offset = committed.get((group, name, partition))
+                rows.append({
+                    "group": group, "topic": name, "partition": partition, "committed": offset,
+                    "end_offset": end, "lag": None if offset is None or end is None else end - offset,
+                })
+    frame = pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+    for column in ("committed", "end_offset", "lag"):
+        frame[column] = frame[column].astype("Int64")
+    frame["partition"] = frame["partition"].astype("int64")
+    return frame
+
+
+def users_frame(users: Iterable[StoredUser]) -> pd.DataFrame:
+    """Users as a service's store holds them: email, name, and where their record is."""
+    import pandas as pd
+
+    rows = [
+        {"email": u.user.email, "name": u.user.name, "partition": u.position.partition, "offset": u.position.offset}
+        for u in users
+    ]
+    frame = pd.DataFrame(rows, columns=["email", "name", "partition", "offset"])
+    return frame.astype({"partition": "int64", "offset": "int64"})
+
+
+def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
+    """The log colour-coded by ``status``: live green, superseded grey, tombstone red.
+
+    Works on :func:`log_frame` and :func:`compare_frame` output (a removed record is also
+    struck through). The HTML is the same from run to run (a fixed table id), and the index is
+    hidden: the partition and offset columns say where each record is.
+    """
+    if "status" not in frame.columns:
+        raise ValueError("style_log needs the 'status' column of log_frame() or compare_frame()")
+    columns = list(frame.columns)
+
+    def row_style(row: pd.Series) -> list[str]:
+        background, text = STATUS_COLOURS.get(str(row["status"]), ("", ""))
+        css = f"background-color: {background}; color: {text}" if background else ""
+        if "outcome" in columns and row["outcome"] == "removed":
+            css += "; text-decoration: line-through"
+        return [css] * len(columns)
+
+    legend = "green: live, grey: superseded, red: tombstone"
+    styler = frame.style.set_uuid("kafka-crud-log").hide(axis="index").apply(row_style, axis=1)
+    # Keys and values are whatever producers wrote: escaped, never rendered as HTML.
+    styler = styler.format(escape="html", na_rep="")  # a raw "<NA>" would vanish as an unknown tag
+    styler = styler.format(na_rep="null", escape="html", subset=[c for c in ("key", "value") if c in columns])
+    return styler.set_caption(f"{caption} ({legend})" if caption else legend)
+
+
+def _as_frame(log: Sequence[LogRecord] | pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    return log if isinstance(log, pd.DataFrame) else records_frame(log, timestamps=False)
+
+
+def _draw(ax: Axes, frame: pd.DataFrame, title: str) -> None:
+    for status in ("superseded", "live", "tombstone"):
+        rows = frame[frame["status"] == status]
+        ax.scatter(
+            rows["offset"], rows["partition"], s=90, marker="x" if status == "tombstone" else "s",
+            color=_MARKER_COLOURS[status], label=f"{status} ({len(rows)})",
+        )
+    partitions = sorted(set(frame["partition"])) or [0]
+    ax.set_yticks(partitions)
+    ax.set_ylim(min(partitions) - 0.6, max(partitions) + 0.6)
+    ax.set_ylabel("partition")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+
+
+def plot_log(
+    log: Sequence[LogRecord] | pd.DataFrame, *, title: str | None = None, ax: Axes | None = None
+) -> Figure:
+    """Records per partition by offset, one mark per record, coloured by status.
+
+    Gaps in a row are offsets compaction removed. Draws on ``ax`` when given, else on a new
+    figure; returns the figure (a notebook cell ending with it shows it once).
+    """
+    from matplotlib.figure import Figure
+
+    frame = _as_frame(log)
+    if ax is None:
+        figure = Figure(figsize=(9, 1.2 + 0.5 * max(frame["partition"].nunique(), 1)), layout="constrained")
+        ax = figure.subplots()
+    _draw(ax, frame, title or f"{len(frame)} records")
+    ax.set_xlabel("offset")
+    root = ax.figure
+    while not isinstance(root, Figure):  # a subfigure: its parent, up to the figure
+        root = root.figure
+    return root
+
+
+def plot_compaction(
+    before: Sequence[LogRecord] | pd.DataFrame, after: Sequence[LogRecord] | pd.DataFrame
+) -> Figure:
+    """The log before and after compaction, one above the other on the same offset axis.
+
+    Superseded records vanish; survivors stay at their offsets, leaving gaps.
+    """
+    from matplotlib.figure import Figure
+
+    first, second = _as_frame(before), _as_frame(after)
+    rows = max(first["partition"].nunique(), second["partition"].nunique(), 1)
+    figure = Figure(figsize=(9, 2.4 + 1.0 * rows), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    _draw(top, first, f"before: {len(first)} records")
+    removed = len(set(zip(first["partition"], first["offset"])) - set(zip(second["partition"], second["offset"])))
+    _draw(bottom, second, f"after: {len(second)} records ({removed} removed; survivors keep their offsets)")
+    bottom.set_xlabel("offset")
+    return figure

@@ -1,0 +1,1 @@
+"""The browser test's helpers and fixture notebook: JupyterLab driven in headless Chromium."""

@@ -1,0 +1,145 @@
+"""The course's mechanics: murmur2 as Kafka computes it, the consumer-group split, paused consumers."""
+
+from __future__ import annotations
+
+import pytest
+
+from kafka_crud.client import UserClient
+from kafka_crud.consumer import StoreConsumer
+from kafka_crud.demos import (
+    DEMO_USERS,
+    check_counts,
+    check_group_owner,
+    check_tombstone,
+    crc32_partition,
+    murmur2,
+    partition_for,
+    records_frame,
+    start_group,
+    stop_all,
+    wait_caught_up,
+    write_users,
+)
+from kafka_crud.errors import NotReadyError
+from kafka_crud.producer import UserProducer
+from kafka_crud.records import LogRecord, User
+from kafka_crud.server import serve_in_thread
+from kafka_crud.store import UserStore
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [  # Kafka's own UtilsTest vectors
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ("abc", 479470107),
+    ],
+)
+def test_murmur2_matches_kafkas_test_vectors(text: str, expected: int) -> None:
+    assert murmur2(text.encode()) == expected
+
+
+def test_records_frame_shows_a_tombstone_as_none_and_an_empty_value_as_empty() -> None:
+    records = [LogRecord("t", 0, 0, 0, b"a@b.c", None), LogRecord("t", 0, 1, 0, b"d@e.f", b"")]
+    frame = records_frame(records)
+    assert frame["value"].tolist() == [None, ""]
+    assert frame["kind"].tolist() == ["tombstone", "empty value"]
+
+
+def test_a_check_without_an_answer_says_so() -> None:
+    verdict = check_group_owner(..., "radia@example.com", {"A": [0, 1], "B": [2]})
+    assert verdict.ok is None and repr(verdict).startswith("✏️")
+    assert check_group_owner("A", "radia@example.com", {"A": [0, 1], "B": [2]}).ok is True
+    assert check_group_owner("B", "radia@example.com", {"A": [0, 1], "B": [2]}).ok is False
+
+
+@pytest.mark.broker
+def test_partition_for_is_where_the_producer_puts_each_key(bootstrap_servers: str, topic: str) -> None:
+    with UserProducer(bootstrap_servers, topic=topic) as producer:
+        written = write_users(producer, DEMO_USERS)
+    assert written["partition"].tolist() == [partition_for(k, 3) for k in written["key"]]
+    assert set(written["partition"]) == {0, 1, 2}
+
+
+@pytest.mark.broker
+def test_crc32_partition_is_where_librdkafkas_default_partitioner_puts_a_key(
+    bootstrap_servers: str, topic: str
+) -> None:
+    config = {"partitioner": "consistent_random"}
+    with UserProducer(bootstrap_servers, topic=topic, config=config) as producer:
+        positions = [producer.put(user) for user in DEMO_USERS]
+    assert [p.partition for p in positions] == [crc32_partition(u.email, 3) for u in DEMO_USERS]
+
+
+@pytest.mark.broker
+def test_a_consumer_group_splits_the_users_between_its_instances(bootstrap_servers: str, topic: str) -> None:
+    with UserProducer(bootstrap_servers, topic=topic) as producer:
+        write_users(producer, DEMO_USERS)
+    a, b = start_group(["A", "B"], bootstrap_servers, topic=topic)
+    try:
+        assert (a.assignment, b.assignment) == ([0, 1], [2])
+        known_by_a = {s.user.email for s in a.store.users()}
+        known_by_b = {s.user.email for s in b.store.users()}
+        assert known_by_a.isdisjoint(known_by_b)
+        assert known_by_a | known_by_b == {u.email for u in DEMO_USERS}
+        assert all(partition_for(email, 3) == 2 for email in known_by_b)
+    finally:
+        stop_all([a, b])
+
+
+@pytest.mark.broker
+def test_a_paused_consumer_applies_nothing_until_resumed(bootstrap_servers: str, topic: str) -> None:
+    store = UserStore(topic)
+    with UserProducer(bootstrap_servers, topic=topic) as producer, StoreConsumer(store, bootstrap_servers) as consumer:
+        consumer.wait_ready(30)
+        consumer.pause()
+        position = producer.put(User("ada@example.com", "Ada"))
+        with pytest.raises(NotReadyError):
+            store.wait_for(position, 1.0)
+        assert store.get("ada@example.com") is None
+        consumer.resume()
+        store.wait_for(position, 10)
+        assert store.get("ada@example.com") is not None
+
+
+@pytest.mark.broker
+def test_without_read_your_writes_a_get_right_after_a_put_can_be_stale(bootstrap_servers: str, topic: str) -> None:
+    with serve_in_thread(bootstrap_servers, topic=topic, read_your_writes=False) as server:
+        client = UserClient(server.url)
+        assert client.put("ada@example.com", "Ada").status == 201
+        wait_caught_up(server.service)
+        server.service.consumer.pause()
+        assert client.put("ada@example.com", "Ada Lovelace").status == 200
+        assert client.get("ada@example.com").body["name"] == "Ada"
+        server.service.consumer.resume()
+        wait_caught_up(server.service)
+        assert client.get("ada@example.com").body["name"] == "Ada Lovelace"
+
+
+@pytest.mark.broker
+def test_an_instance_started_paused_answers_503_until_resumed(bootstrap_servers: str, topic: str) -> None:
+    with UserProducer(bootstrap_servers, topic=topic) as producer:
+        producer.put(User("grace@example.com", "Grace Hopper"))
+    with serve_in_thread(bootstrap_servers, topic=topic, wait_ready=None, paused=True) as server:
+        client = UserClient(server.url)
+        assert client.get("grace@example.com").status == 503
+        assert client.request("GET", "/readyz").body == {"status": "rebuilding", "applied": 0, "total": 1}
+        server.service.consumer.resume()
+        server.service.wait_ready(30)
+        assert client.get("grace@example.com").status == 200
+
+
+@pytest.mark.broker
+def test_the_exercise_checks_read_the_topic(bootstrap_servers: str, topic: str) -> None:
+    with UserProducer(bootstrap_servers, topic=topic) as producer:
+        producer.put(User("grace@example.com", "Grace Hopper"))
+        producer.send("grace@example.com", b"")
+        assert check_tombstone(topic, "grace@example.com", bootstrap_servers).ok is False
+        producer.delete("grace@example.com")
+        assert check_tombstone(topic, "grace@example.com", bootstrap_servers).ok is True
+    with serve_in_thread(bootstrap_servers, topic=topic) as server:
+        assert check_counts((3, 0), server.service).ok is True
+        assert check_counts((3, 1), server.service).ok is False

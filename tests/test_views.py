@@ -1,0 +1,218 @@
+"""The log as DataFrames, tables and plots: from the session's real broker, or from given records."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from kafka_crud.config import client_config
+from kafka_crud.errors import ConfigError
+from kafka_crud.producer import UserProducer
+from kafka_crud.records import LogRecord, Position, User
+from kafka_crud.segments import segments_frame
+from kafka_crud.store import StoredUser
+from kafka_crud.topics import admin_client
+from kafka_crud.views import (
+    COMPARE_COLUMNS,
+    GROUP_COLUMNS,
+    LOG_COLUMNS,
+    WATERMARK_COLUMNS,
+    compare_frame,
+    groups_frame,
+    log_frame,
+    plot_compaction,
+    plot_log,
+    records_frame,
+    style_log,
+    users_frame,
+    watermarks_frame,
+)
+
+MakeTopic = Callable[..., str]
+
+
+@pytest.fixture
+def make_topic(topic_factory: Callable[..., str]) -> MakeTopic:
+    return lambda partitions: topic_factory("views", partitions=partitions)
+
+
+def _write_history(topic: str) -> None:
+    """ada twice, bob then his tombstone, cy with an empty value (not a tombstone)."""
+    with UserProducer(topic=topic) as producer:
+        producer.put(User("ada@example.com", "Ada"))
+        producer.put(User("bob@example.com", "Bob"))
+        producer.put(User("ada@example.com", "Ada Lovelace"))
+        producer.delete("bob@example.com")
+        producer.send("cy@example.com", b"")
+
+
+@pytest.mark.broker
+def test_log_frame_lists_every_record_with_kind_status_and_superseding_offset(make_topic: MakeTopic) -> None:
+    topic = make_topic(partitions=1)
+    _write_history(topic)
+
+    frame = log_frame(topic=topic)
+
+    assert list(frame.columns) == list(LOG_COLUMNS)
+    assert frame["offset"].tolist() == [0, 1, 2, 3, 4]
+    assert frame["key"].tolist() == [
+        "ada@example.com", "bob@example.com", "ada@example.com", "bob@example.com", "cy@example.com",
+    ]
+    assert frame["kind"].tolist() == ["put", "put", "put", "tombstone", "empty value"]
+    assert frame["status"].tolist() == ["superseded", "superseded", "live", "tombstone", "live"]
+    assert frame["superseded_by"].tolist() == [2, 3, pd.NA, pd.NA, pd.NA]
+    assert frame["live"].tolist() == [False, False, True, False, True]
+    assert frame["value"][3] is None and frame["value"][4] == ""
+    assert json.loads(frame["value"][2]) == {"email": "ada@example.com", "name": "Ada Lovelace"}
+    assert frame["timestamp"].dt.tz is not None
+
+
+@pytest.mark.broker
+def test_log_frame_without_timestamps_leaves_out_only_that_column(make_topic: MakeTopic) -> None:
+    topic = make_topic(partitions=1)
+    _write_history(topic)
+
+    frame = log_frame(topic=topic, timestamps=False)
+
+    assert list(frame.columns) == [c for c in LOG_COLUMNS if c != "timestamp"]
+    assert frame.to_string() == log_frame(topic=topic, timestamps=False).to_string()
+
+
+@pytest.mark.broker
+def test_watermarks_count_offsets_while_live_keys_count_the_table(make_topic: MakeTopic) -> None:
+    topic = make_topic(partitions=3)
+    _write_history(topic)
+
+    frame = watermarks_frame(topic=topic)
+
+    assert list(frame.columns) == list(WATERMARK_COLUMNS)
+    assert frame["partition"].tolist() == [0, 1, 2]
+    assert (frame["low"] == 0).all()
+    assert int(frame["high_minus_low"].sum()) == 5  # what a Kafka UI calls "5 messages"
+    assert int(frame["records"].sum()) == 5
+    assert int(frame["live_keys"].sum()) == 2  # ada, and cy (an empty value is kept, not a delete)
+    assert int(frame["superseded"].sum()) == 2
+    assert int(frame["tombstones"].sum()) == 1
+    assert (frame["records"] == frame["live_keys"] + frame["superseded"] + frame["tombstones"]).all()
+
+
+@pytest.mark.broker
+def test_watermarks_of_a_missing_topic_say_to_create_it() -> None:
+    with pytest.raises(ConfigError, match="does not exist: create it first"):
+        watermarks_frame(topic=f"missing-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.broker
+def test_groups_frame_shows_committed_offsets_and_lag(make_topic: MakeTopic) -> None:
+    topic = make_topic(partitions=2)
+    with UserProducer(topic=topic) as producer:
+        for i in range(5):
+            producer.put(User(f"user{i}@example.com", f"User {i}"))
+    ends = watermarks_frame(topic=topic).set_index("partition")["high"].to_dict()
+    group = f"views-group-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(client_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    finally:
+        consumer.close()
+    try:
+        frame = groups_frame(groups=[group])
+        everyone = groups_frame(topic=topic)
+    finally:
+        admin = admin_client()  # held: a client dropped at once never completes its futures
+        admin.delete_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+
+    assert list(frame.columns) == list(GROUP_COLUMNS)
+    assert frame[["group", "topic", "partition"]].values.tolist() == [[group, topic, 0], [group, topic, 1]]
+    assert frame["committed"].tolist() == [1, pd.NA]
+    assert frame["end_offset"].tolist() == [ends[0], ends[1]]
+    assert frame["lag"].tolist() == [ends[0] - 1, pd.NA]
+    assert everyone.equals(frame)
+
+
+def _records() -> list[LogRecord]:
+    rows = [
+        (0, 0, b"ada@x", b'{"email":"ada@x","name":"A"}'),
+        (0, 1, b"bob@x", b'{"email":"bob@x","name":"B"}'),
+        (0, 2, b"ada@x", b'{"email":"ada@x","name":"A2"}'),
+        (0, 3, b"bob@x", None),
+        (1, 0, b"cy@x", b""),
+    ]
+    return [LogRecord("t", p, o, 1_700_000_000_000 + o, k, v) for p, o, k, v in rows]
+
+
+def test_style_log_colours_rows_by_status_and_renders_the_same_twice() -> None:
+    frame = records_frame(_records(), timestamps=False)
+
+    first = style_log(frame).to_html()
+    second = style_log(frame).to_html()
+
+    assert first == second
+    assert "#d1e7dd" in first and "#e9ecef" in first and "#f8d7da" in first  # live, superseded, tombstone
+    assert "green: live, grey: superseded, red: tombstone" in first
+    assert ">null<" in first  # the tombstone's value
+    assert "<NA>" not in first  # shown as an empty cell, not as a tag a browser would swallow
+
+
+def test_compare_frame_marks_kept_removed_and_new_records_at_unchanged_offsets() -> None:
+    before = _records()
+    roll = LogRecord("t", 0, 4, 1_700_000_000_010, b"__kafka_crud_roll__", None)
+    after = [r for r in before if (r.partition, r.offset) in {(0, 2), (0, 3), (1, 0)}] + [roll]
+
+    frame = compare_frame(before, after)
+
+    assert list(frame.columns) == [c for c in COMPARE_COLUMNS if c != "timestamp"]
+    assert frame[["partition", "offset", "outcome"]].values.tolist() == [
+        [0, 0, "removed"], [0, 1, "removed"], [0, 2, "kept"], [0, 3, "kept"], [0, 4, "new"], [1, 0, "kept"],
+    ]
+    assert "line-through" in style_log(frame).to_html()
+
+
+def test_plot_compaction_draws_before_above_after_on_one_offset_axis() -> None:
+    before = _records()
+    after = [r for r in before if r.offset >= 2 or r.partition == 1]
+
+    figure = plot_compaction(before, after)
+
+    top, bottom = figure.axes[:2]
+    assert top.get_title() == "before: 5 records"
+    assert bottom.get_title().startswith("after: 3 records (2 removed")
+    assert top.get_shared_x_axes().joined(top, bottom)
+    figure.savefig(io.BytesIO(), format="png")  # renders without a display
+
+
+def test_plot_log_returns_its_figure() -> None:
+    from matplotlib.figure import Figure
+
+    figure = plot_log(records_frame(_records()), title="the log")
+
+    assert isinstance(figure, Figure)
+    assert figure.axes[0].get_title() == "the log"
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["superseded (2)", "live (2)", "tombstone (1)"]
+
+
+def test_users_frame_lists_email_name_and_position() -> None:
+    users = [StoredUser(User("ada@x", "Ada"), Position("t", 1, 7))]
+
+    frame = users_frame(users)
+
+    assert frame.values.tolist() == [["ada@x", "Ada", 1, 7]]
+    assert list(users_frame([]).columns) == ["email", "name", "partition", "offset"]
+
+
+@pytest.mark.broker
+def test_segments_of_a_broker_whose_files_are_elsewhere_raise_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, make_topic: MakeTopic
+) -> None:
+    topic = make_topic(partitions=1)
+    monkeypatch.setattr("kafka_crud.segments._broker_log_dirs", lambda servers: ("cluster", ["/var/lib/kafka/data"]))
+
+    with pytest.raises(ConfigError, match="only be listed for the embedded broker: its log dir is on this machine"):
+        segments_frame(topic=topic)
