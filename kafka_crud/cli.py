@@ -139,6 +139,8 @@ def cmd_with_broker(args: argparse.Namespace) -> int:
 def cmd_lab(args: argparse.Namespace) -> int:
     notebooks = Path(args.notebook_dir)
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *_after_dashes(args.jupyter_args)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
+        command.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
     with _broker_unless_configured(None) as servers:
         print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}; Ctrl-C twice stops JupyterLab and Kafka",
               file=sys.stderr, flush=True)
