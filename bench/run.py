@@ -687,6 +687,14 @@ def profile_rebuild(servers: str, topic: str, workdir: Path, seconds: float = 60
             "top_own_time": [{"frame": frame, "share": round(c / total, 3)} for frame, c in top] if total else []}
 
 
+def _rebuild_missed(results: dict[str, Any]) -> bool:
+    rebuild = results.get("rebuild", {})
+    if not rebuild:
+        return False
+    ours = rebuild[max(rebuild, key=int)]["peers"].get("kafka-crud", {})
+    return bool(ours.get("x_kcat") and ours["x_kcat"] > REBUILD_VS_KCAT)
+
+
 # -- report ---------------------------------------------------------------------------------------
 def _fmt(value: Any, digits: int = 2, unit: str = "") -> str:
     if value is None:
@@ -792,6 +800,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             out.append(f"| compaction latency, {c.get('label', '?')} | {value} |")
         out.append("")
 
+    profile = results.get("profile")
+    if profile and profile.get("top_own_time"):
+        out += [f"### Where a kafka-crud rebuild of {profile['users']:,} users spends its consumer thread (py-spy)", "",
+                "| own time | frame |", "|---:|---|"]
+        out += [f"| {row['share']:.0%} | `{row['frame']}` |" for row in profile["top_own_time"][:8]]
+        out.append("")
+    elif profile:
+        out += [f"Profiling the rebuild: {profile.get('error', 'no samples')}", ""]
+
     nb = results.get("notebooks", {})
     out += ["### Notebook suite", "",
             f"`pytest --nbval notebooks`: {_fmt(nb.get('seconds'), 1, ' s') if nb.get('seconds') else nb.get('note', 'n/a')}"
@@ -870,8 +887,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 broker["rss_after_start_mb"] = broker["cold_starts"][-1]["rss_mb"]
                 sampler = RssSampler(kafka.pid)
                 # The teaching settings as they are: runs beside the rest (it mostly waits).
+                compaction_bound = 30 if quick else 720
                 compaction_bg = Background(lambda: measure_compaction(
-                    servers, label="teaching settings", config={}, bound=30 if quick else 720, poll=2.0))
+                    servers, label="teaching settings", config={}, bound=compaction_bound, poll=2.0))
         log(f"broker at {servers}")
 
         topics: dict[int, str] = {}
@@ -887,8 +905,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "rebuild" in parts:
             results["rebuild"] = bench_rebuild(servers, topics, repeats, workdir, go_bin, go_error,
                                                kafka.pid if kafka else None)
-        if args.profile and topics:
+        if topics and (args.profile or _rebuild_missed(results)):
             n = max(topics)
+            log(f"profiling a kafka-crud rebuild of {n:,} users with py-spy")
             results["profile"] = {"users": n, **profile_rebuild(servers, topics[n], workdir)}
         if "http" in parts:
             if load_bin is None:
@@ -903,7 +922,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "notebooks" in parts:
             results["notebooks"] = bench_notebooks(servers, timeout=600 if quick else 1800)
         if compaction_bg is not None:
-            broker.setdefault("compaction", []).insert(0, compaction_bg.join(30 if quick else 900))
+            log("waiting for the compaction measurement with the teaching settings")
+            teaching = compaction_bg.join(compaction_bound + 180)
+            broker.setdefault("compaction", []).insert(0, {"label": "teaching settings", **teaching})
         if kafka is not None and sampler is not None:
             sampler.stop()
             hwm = proc_status_mb(kafka.pid, "VmHWM") if kafka.pid else None

@@ -64,6 +64,10 @@ BROKER_SETTINGS: dict[str, str] = {
 _HEAP = ["-Xms64m", "-Xmx384m"]
 _JVM_OPTS = [
     "-XX:+UseSerialGC",
+    # The quick (C1) JIT only: the optimizing compiler spent half of the ~11 CPU seconds the
+    # broker took to get ready (and more in the storage format), for no gain a teaching broker's
+    # load can see; it also keeps ~35 MB less resident.
+    "-XX:TieredStopAtLevel=1",
     "-XX:MaxMetaspaceSize=96m",
     "-XX:ReservedCodeCacheSize=48m",
     "-XX:MaxDirectMemorySize=64m",

@@ -58,30 +58,50 @@ class UserProducer:
                 # every client writing this topic must send a key to the same partition.
                 "partitioner": "murmur2_random",
                 "message.timeout.ms": int(timeout * 1000),
-                "error_cb": self._on_error,
                 "logger": logging.getLogger("kafka_crud.librdkafka"),
                 **(config or {}),
             },
         )
         self._lock = threading.Lock()
-        self._producer = Producer(self._config)
+        self._producer = self._new_producer()
+        # Producers replaced after a fatal error, polled until they have answered every write
+        # they held: else those writes would wait out the whole timeout + 5 s for nothing.
+        self._retired: list[Producer] = []
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-crud-producer", daemon=True)
         self._poller.start()
 
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            log.error("Producer fatal error, starting a new producer: %s", err)
-            with self._lock:
-                self._producer = Producer(self._config)
-        else:
+    def _new_producer(self) -> Producer:
+        producer: Producer | None = None
+
+        def on_error(err: KafkaError) -> None:  # tells _on_error which producer the error is from
+            self._on_error(err, producer)
+
+        producer = Producer({**self._config, "error_cb": on_error})
+        return producer
+
+    def _on_error(self, err: KafkaError, source: Producer | None) -> None:
+        if not err.fatal():
             log.debug("Producer: %s", err)
+            return
+        with self._lock:
+            if source is not self._producer:
+                return  # from a producer already replaced
+            log.error("Producer fatal error, starting a new producer: %s", err)
+            self._retired.append(self._producer)
+            self._producer = self._new_producer()
 
     def _poll(self) -> None:
         # Delivery callbacks run only inside poll(): this thread keeps them flowing.
         while not self._closed.is_set():
             with self._lock:
                 producer = self._producer
+                retired = list(self._retired)
+            for old in retired:
+                old.poll(0)
+                if len(old) == 0:  # nothing left in flight: every write it held has its answer
+                    with self._lock:
+                        self._retired.remove(old)
             producer.poll(0.05)
 
     def put(self, user: User) -> Position:
@@ -141,7 +161,8 @@ class UserProducer:
         if self._closed.is_set():
             return
         with self._lock:
-            self._producer.flush(timeout)
+            for producer in [*self._retired, self._producer]:
+                producer.flush(timeout)
         self._closed.set()
         self._poller.join()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -228,6 +229,14 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], service: UserService) -> None:
         self.service = service
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up before its answer was written is no error of ours: no traceback
+        # on stderr (the stdlib's default), which would land in a notebook's output.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("%s hung up before its answer was written", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(service: UserService, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:

@@ -31,11 +31,12 @@ from browser.jupyterlab import (
     run_all_cells,
     start_lab,
     wait_for_widget,
+    wait_until_all_cells_ran,
 )
 
-# Each test is bounded by its waits (JupyterLab up 150 s, notebook open 90 s, widgets 120 s, the
-# click's result 60 s); the timeout is the backstop, with room for installing Chromium on a
-# fresh machine. A run on an idle laptop takes about a minute.
+# Each step has its own bounded wait (JupyterLab up 150 s, notebook open 90 s, cells run 120 s,
+# the click's result 60 s); the timeout is the backstop, with room for installing Chromium on a
+# fresh machine. The two tests share one JupyterLab and take one to two minutes together.
 pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(480)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,10 +121,11 @@ def _create_a_user_in_the_editor(page: Page, lab: Lab, notebook: str, name: str)
         open_notebook(page, lab, notebook)
         run_all_cells(page)
         editor = wait_for_widget(page, ".kafka-crud-email")
+        wait_until_all_cells_ran(page, lab, notebook)
         for selector in EDITOR:
             wait_for_widget(page, selector, timeout=30)
-        assert not page_problems(page), "\n---\n".join(page_problems(page))
-        assert email not in _texts(page, ".kafka-crud-state") + _texts(page, ".kafka-crud-log")
+        before = _texts(page, ".kafka-crud-state") + _texts(page, ".kafka-crud-log")
+        assert email not in before, f"{email} is in the views before it was created: {before}"
 
         # The class is on the widget's element; the text box a person types into is inside it.
         editor.locator("input, textarea").first.fill(email)
@@ -132,10 +134,11 @@ def _create_a_user_in_the_editor(page: Page, lab: Lab, notebook: str, name: str)
 
         _wait_for_text(page, ".kafka-crud-state", email, "the state view")
         log = _wait_for_text(page, ".kafka-crud-log", email, "the log view")
-        if log.locator("tr").count():
-            rows = log.locator("tr", has_text=email)
-            assert rows.count() == 1, f"one create, one record; the log view shows {rows.count()}: {_texts(page, '.kafka-crud-log')}"
+        if log.locator("tr").count():  # a table: one create, one record
+            rows = log.locator("tr", has_text=email).count()
+            assert rows == 1, f"the log view shows {rows} records of {email}: {_texts(page, '.kafka-crud-log')}"
         assert page.get_by_text("Error displaying widget").count() == 0, "\n---\n".join(page_problems(page))
+        assert not page_problems(page), "\n---\n".join(page_problems(page))
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         output = page.locator(".jp-OutputArea-output", has=page.locator(".kafka-crud-create")).first
@@ -154,8 +157,8 @@ def test_widget_smoke_notebook_creates_a_user_seen_in_state_and_log(lab: Lab, pa
     _create_a_user_in_the_editor(page, lab, FIXTURE.name, "widget-smoke")
 
 
+# Until notebook 02 is written; once it is committed, drop this skipif so that losing it fails.
+@pytest.mark.skipif(not NOTEBOOK_02.exists(), reason="notebooks/02-producing.ipynb is not written yet")
 def test_notebook_02_user_editor_creates_a_user_seen_in_state_and_log(lab: Lab, page: Page) -> None:
-    # Until notebook 02 is written; once it is committed, drop this guard so that losing it fails.
-    if not NOTEBOOK_02.exists():
-        pytest.skip("notebooks/02-producing.ipynb is not written yet")
+    """The course's user editor, as a learner meets it in notebook 02."""
     _create_a_user_in_the_editor(page, lab, NOTEBOOK_02.name, "02-producing")

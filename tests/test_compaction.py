@@ -77,7 +77,8 @@ def test_roll_starts_a_new_active_segment_at_the_roll_record_and_restores_segmen
     kafka: LocalKafka, make_topic: MakeTopic
 ) -> None:
     topic = make_topic(partitions=1)
-    _write(kafka, topic, [_put("ada@example.com", "Ada"), _put("ada@example.com", "Ada L")])
+    # Two keys, nothing superseded: the cleaner may clean the rolled segment at once without changing it.
+    _write(kafka, topic, [_put("ada@example.com", "Ada"), _put("bob@example.com", "Bob")])
     assert [s.base_offset for s in list_segments(kafka.bootstrap_servers, topic)] == [0]
 
     markers = roll_segments(kafka.bootstrap_servers, topic)

@@ -59,6 +59,10 @@ func newProducer(cfg config) (*kgo.Client, error) {
 		kgo.DefaultProduceTopic(cfg.topic),
 		kgo.RecordPartitioner(part),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Every write waits for its own acknowledgement (one record per HTTP
+		// request): do not hold it back for batching. franz-go's default linger
+		// is 10 ms, which would add up to that much to every PUT.
+		kgo.ProducerLinger(0),
 		// Values are tiny JSON documents; compression would only cost CPU.
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		// Fail records that cannot be delivered in time rather than letting

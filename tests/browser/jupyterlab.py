@@ -5,6 +5,7 @@
         open_notebook(page, lab, "02-producing.ipynb")
         run_all_cells(page)                                  # Run > Run All Cells
         wait_for_widget(page, ".kafka-crud-email")
+        wait_until_all_cells_ran(page, lab, "02-producing.ipynb")
 
 Every wait is bounded and fails with what a person would need to see: the cell's traceback,
 the widget error, or the end of kafka-crud's output. Stopping the lab checks that nothing it
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
@@ -48,6 +50,7 @@ __all__ = [
     "run_all_cells",
     "start_lab",
     "wait_for_widget",
+    "wait_until_all_cells_ran",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,20 +228,26 @@ class Lab:
                             f"`kafka-crud lab`. Its output ends with:\n{self.output_tail()}", pytrace=False)
             time.sleep(0.5)
         found = re.search(r"Kafka ready at (\S+)", self.output())
-        self.broker_address = found.group(1) if found else None
+        if found is None:
+            pytest.fail("kafka-crud lab serves JupyterLab but started no embedded broker. "
+                        f"Its output ends with:\n{self.output_tail()}", pytrace=False)
+        self.broker_address = found.group(1)
         self._family = _descendants(self.process.pid)
         jvms = [pid for pid in self._family if "kafka.Kafka" in _cmdline(pid)]
         self.broker_pid = jvms[0] if jvms else None
 
     def stop(self, timeout: float = 60.0) -> list[str]:
-        """Stop as a person's Ctrl-C would; return what did not go as it should."""
+        """SIGTERM to kafka-crud, which passes it on to JupyterLab and then stops its broker.
+
+        Returns what did not go as it should; whatever is left running is killed.
+        """
         problems: list[str] = []
         family = {**self._family, **_descendants(self.process.pid)}
         code = self.process.poll()
         if code is not None:
             problems.append(f"kafka-crud lab had already exited (code {code}) before the test stopped it")
         else:
-            self.process.send_signal(signal.SIGTERM)  # kafka-crud passes it on to JupyterLab, then stops Kafka
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -312,15 +321,11 @@ def start_lab(notebook_dir: Path, work_dir: Path, *, timeout: float = 150.0) -> 
 # -- the page ------------------------------------------------------------------------------------
 def page_problems(page: Page) -> list[str]:
     """Tracebacks in cell outputs and widgets JupyterLab could not display, as their text."""
-    problems = []
-    for output in page.locator(".jp-OutputArea-output").all():
-        text = output.inner_text()
-        if _TRACEBACK in text or _WIDGET_ERROR in text:
-            problems.append(text.strip()[-3000:])
-    return problems
+    texts: list[str] = page.locator(".jp-OutputArea-output").evaluate_all("outputs => outputs.map(o => o.innerText)")
+    return [text.strip()[-3000:] for text in texts if _TRACEBACK in text or _WIDGET_ERROR in text]
 
 
-def _fail(page: Page, message: str) -> None:
+def _fail(page: Page, message: str) -> NoReturn:
     problems = page_problems(page)
     if problems:
         message += "\nThe notebook shows:\n" + "\n---\n".join(problems)
@@ -377,3 +382,22 @@ def wait_for_widget(page: Page, selector: str, *, timeout: float = 120.0) -> Loc
             _fail(page, f"The notebook failed before showing {selector!r}.")
         if time.monotonic() > deadline:
             _fail(page, f"No {selector!r} widget appeared within {timeout:.0f} s of Run All Cells.")
+
+
+def wait_until_all_cells_ran(page: Page, lab: Lab, name: str, *, timeout: float = 120.0) -> None:
+    """Wait until no cell is queued or running ("[*]") and the kernel is idle; fail early on a traceback.
+
+    A widget's clicks are handled by the kernel after the cells queued before them: typing into a
+    widget shown by an early cell while later cells still run would only wait longer.
+    """
+    running = page.locator(".jp-NotebookPanel .jp-InputPrompt", has_text="*")
+    deadline = time.monotonic() + timeout
+    while running.count() or lab.kernel_state(name) != "idle":
+        if page_problems(page):
+            _fail(page, f"A cell of {name} failed.")
+        if time.monotonic() > deadline:
+            _fail(page, f"The cells of {name} were still running {timeout:.0f} s after Run All Cells "
+                        f"({running.count()} queued or running; kernel {lab.kernel_state(name)}).")
+        page.wait_for_timeout(250)
+    if page_problems(page):
+        _fail(page, f"A cell of {name} failed.")
