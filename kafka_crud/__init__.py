@@ -7,7 +7,6 @@ import logging as _logging
 from .broker import LocalKafka
 from .client import Response, UserClient
 from .compaction import (
-    CleanerTimeoutError,
     CompactionResult,
     TombstoneRemoval,
     compact,
@@ -20,6 +19,7 @@ from .consumer import Progress, StoreConsumer, read_log
 from .errors import (
     BrokerError,
     BrokerStartError,
+    CleanerTimeoutError,
     ConfigError,
     JarsUnavailableError,
     JavaNotFoundError,

@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from .config import client_config
 from .consumer import read_log
-from .errors import KafkaCrudError, TopicNotCompactedError, WriteError
+from .errors import CleanerTimeoutError, TopicNotCompactedError, WriteError
 from .records import LogRecord, classify
 from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
 from .topics import DEFAULT_TOPIC, admin_client, topic_config
@@ -72,10 +72,6 @@ ROLL_SEGMENT_MS = 100
 _ADMIN_TIMEOUT = 30.0
 _POLL = 0.05
 _REMOTE_POLL = 0.5
-
-
-class CleanerTimeoutError(KafkaCrudError, TimeoutError):
-    """The log cleaner did not get as far as expected within the timeout."""
 
 
 @dataclass(frozen=True)

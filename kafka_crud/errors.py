@@ -11,7 +11,8 @@
     ├── ValidationError             a user record that must not be written
     ├── WriteError                  Kafka did not acknowledge a write (nothing may be assumed)
     ├── PreconditionFailedError     If-Match named a version that is no longer the latest
-    └── NotReadyError               the store has not caught up with the topic yet
+    ├── NotReadyError               the store has not caught up with the topic yet
+    └── CleanerTimeoutError         the log cleaner did not get as far as expected in time
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "BrokerStartError",
+    "CleanerTimeoutError",
     "ConfigError",
     "JarsUnavailableError",
     "JavaNotFoundError",
@@ -84,3 +86,7 @@ class PreconditionFailedError(KafkaCrudError):
 
 class NotReadyError(KafkaCrudError):
     """The store has not yet applied the topic up to the end offsets taken at start."""
+
+
+class CleanerTimeoutError(KafkaCrudError, TimeoutError):
+    """The log cleaner did not get as far as expected within the timeout."""
