@@ -29,12 +29,13 @@ from typing import Any
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from . import views
 from .client import Response, UserClient
 from .config import KAFKA_VERSION, bootstrap_servers_from_env, client_config
 from .consumer import end_offsets, read_log
 from .errors import KafkaCrudError, NotReadyError
 from .producer import UserProducer
-from .records import LogRecord, Position, User, classify
+from .records import LogRecord, Position, User
 from .service import UserService
 from .store import StoredUser, UserStore
 from .topics import DEFAULT_TOPIC, admin_client, delete_topic, partition_count, reset_topic
@@ -197,42 +198,25 @@ def write_history(
 # -- tables ------------------------------------------------------------------------------------
 
 
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode("utf-8", "replace")
-
-
 def _object(values: Iterable[str | None]) -> pd.Series:
     # object, not pandas' string dtype: a tombstone's value shows as None (not NaN), an empty value as "".
     return pd.Series(list(values), dtype=object)
 
 
 def records_frame(records: Sequence[LogRecord]) -> pd.DataFrame:
-    """The log as a table, one row per record, by partition then offset (no timestamps).
+    """The log as a table, one row per record, by partition then offset, with the columns a
+    first lesson needs (:func:`kafka_crud.views.records_frame` has them all).
 
     ``kind`` tells a put, a tombstone (null value) and an empty value (``b""``) apart;
     ``status`` says whether the record is live, superseded or a tombstone.
     """
-    rows = [
-        {
-            "partition": r.partition, "offset": r.offset, "key": _text(r.key), "value": _text(r.value),
-            "kind": r.kind, "status": status,
-        }
-        for r, (status, _) in zip(records, classify(list(records)))
-    ]
-    frame = pd.DataFrame(rows, columns=["partition", "offset", "key", "value", "kind", "status"])
-    frame["value"] = _object(row["value"] for row in rows)
-    return frame.sort_values(["partition", "offset"], ignore_index=True)
+    ordered = sorted(records, key=lambda r: (r.partition, r.offset))
+    return views.records_frame(ordered, timestamps=False)[["partition", "offset", "key", "value", "kind", "status"]]
 
 
 def users_frame(users: Iterable[StoredUser]) -> pd.DataFrame:
     """Users as a store holds them, by email: name, and where the latest version is (its ETag)."""
-    rows = [
-        {"email": s.user.email, "name": s.user.name, "partition": s.position.partition,
-         "offset": s.position.offset}
-        for s in users
-    ]
-    frame = pd.DataFrame(rows, columns=["email", "name", "partition", "offset"])
-    return frame.sort_values("email", ignore_index=True)
+    return views.users_frame(sorted(users, key=lambda s: s.user.email))
 
 
 def answers_frame(emails: Iterable[str], partitions: int, instances: dict[str, Any]) -> pd.DataFrame:
