@@ -559,7 +559,8 @@ def broker_cold_starts(count: int) -> list[dict[str, Any]]:
             seconds = time.monotonic() - started
             assert kafka.pid is not None
             samples.append({"seconds": round(seconds, 2), "cpu_s": proc_cpu_s(kafka.pid),
-                            "rss_mb": proc_status_mb(kafka.pid, "VmRSS")})
+                            "rss_mb": proc_status_mb(kafka.pid, "VmRSS"),
+                            "class_sharing": getattr(kafka, "class_sharing", None)})
         finally:
             kafka.stop()
         log(f"broker cold start: {samples[-1]['seconds']:.2f} s, RSS {samples[-1]['rss_mb']} MB")
@@ -789,7 +790,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += ["### The embedded broker", "", "| measure | value |", "|---|---|",
                 f"| cold start to ready (jars cached), median of {len(broker.get('cold_starts', []))} | "
                 f"{_fmt(broker.get('cold_start_s'))} s (runs: {', '.join(str(s['seconds']) for s in broker.get('cold_starts', []))} s; "
-                f"JVM CPU at ready: {', '.join(str(s.get('cpu_s')) for s in broker.get('cold_starts', []))} s) |",
+                f"JVM CPU at ready: {', '.join(str(s.get('cpu_s')) for s in broker.get('cold_starts', []))} s; "
+                f"class-data-sharing archive mapped: "
+                f"{', '.join({True: 'yes', False: 'no'}.get(s.get('class_sharing'), '?') for s in broker.get('cold_starts', []))}) |",
                 f"| RSS once ready | {_fmt(broker.get('rss_after_start_mb'), 0)} MB |",
                 f"| peak RSS over the whole run | {_fmt(broker.get('peak_rss_mb'), 0)} MB |"]
         for c in broker.get("compaction", []):
@@ -882,7 +885,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "broker" in parts:
                 broker["cold_starts"].append({"seconds": round(time.monotonic() - started, 2),
                                               "cpu_s": proc_cpu_s(kafka.pid),
-                                              "rss_mb": proc_status_mb(kafka.pid, "VmRSS")})
+                                              "rss_mb": proc_status_mb(kafka.pid, "VmRSS"),
+                                              "class_sharing": getattr(kafka, "class_sharing", None)})
                 broker["cold_start_s"] = statistics.median(s["seconds"] for s in broker["cold_starts"])
                 broker["rss_after_start_mb"] = broker["cold_starts"][-1]["rss_mb"]
                 sampler = RssSampler(kafka.pid)

@@ -170,11 +170,10 @@ class StoreConsumer:
         """Take the end offsets, assign every partition from the beginning, start consuming."""
         consumer = _reader(self._servers, **{
             "fetch.wait.max.ms": 100,
-            # librdkafka stops fetching a partition once this many messages wait in its queue,
-            # then waits fetch.queue.backoff.ms (1 s by default) before trying again: a rebuild
-            # drains 100,000 (the default) in a fraction of that and sat idle for the rest.
-            # The queue stays bounded in bytes by queued.max.messages.kbytes (64 MB).
-            "queued.min.messages": 1_000_000,
+            # librdkafka stops fetching once queued.min.messages (100,000) wait in its queue, then
+            # checks again after fetch.queue.backoff.ms, 1 s by default: a rebuild drains the queue
+            # in a fraction of that and sat idle for the rest. (A larger queue instead costs
+            # ~250 MB per million messages queued: each costs far more than its payload.)
             "fetch.queue.backoff.ms": 20,
         })
         try:

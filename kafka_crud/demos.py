@@ -31,11 +31,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from . import views
 from .client import Response, UserClient
+from .compaction import compact
 from .config import KAFKA_VERSION, bootstrap_servers_from_env, client_config
 from .consumer import end_offsets, read_log
 from .errors import KafkaCrudError, NotReadyError
 from .producer import UserProducer
-from .records import LogRecord, Position, User
+from .records import LogRecord, Position, User, classify
 from .service import UserService
 from .store import StoredUser, UserStore
 from .topics import DEFAULT_TOPIC, admin_client, delete_topic, partition_count, reset_topic
@@ -66,6 +67,7 @@ __all__ = [
     "wait_caught_up",
     # exercise checks
     "Check",
+    "check_compaction",
     "check_counts",
     "check_group_owner",
     "check_if_match",
@@ -611,4 +613,43 @@ def check_group_owner(answer: object, email: str, assignment: dict[str, Sequence
         return Check(True, f"{email} is in partition {partition}: only {owner} knows it.")
     return Check(
         False, f"Not {answer!r}: find the partition of {email} with partition_for, then who owns it."
+    )
+
+
+def check_compaction(answer: object, topic: str, bootstrap_servers: str | None = None) -> Check:
+    """Exercise: which records, as (partition, offset) pairs, will the next cleaner pass remove?
+
+    A wrong answer gets a hint and leaves the topic as it is, for another try. A right one is
+    put to the test: the check runs that pass (:func:`kafka_crud.compact`) and reports what the
+    cleaner removed.
+    """
+    if _unanswered(answer):
+        return Check(None, _NOT_YET)
+    try:
+        guess = {(int(partition), int(offset)) for partition, offset in answer}  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return Check(False, "Answer with a set of (partition, offset) pairs, like {(0, 1), (2, 0)}.")
+    records = read_log(bootstrap_servers, topic)
+    status = {(r.partition, r.offset): s for r, (s, _) in zip(records, classify(records))}
+    superseded = {position for position, s in status.items() if s == "superseded"}
+    if guess != superseded:
+        tombstones = sorted(p for p in guess if status.get(p) == "tombstone")
+        if tombstones:
+            hint = (f"{tombstones} hold tombstones: the pass that first sees a tombstone keeps it "
+                    "(for delete.retention.ms), so that readers see the delete.")
+        elif guess - status.keys():
+            hint = f"There are no records at {sorted(guess - status.keys())}: read the log again."
+        elif guess - superseded:
+            hint = f"{sorted(guess - superseded)} are the latest records of their keys: compaction keeps those."
+        else:
+            hint = (f"{sorted(superseded - guess)} are missing: each has a later record with the same key "
+                    "in its partition.")
+        return Check(False, f"Not quite. {hint}")
+    removed = sorted((r.partition, r.offset) for r in compact(bootstrap_servers, topic).removed)
+    if set(removed) == guess:
+        return Check(True, f"The cleaner just removed {removed}: the superseded records, and nothing else.")
+    return Check(
+        True,
+        f"Right for a first pass; the cleaner just removed {removed}: also tombstones an earlier pass had "
+        "kept, their delete.retention.ms over.",
     )

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -36,6 +38,9 @@ __all__ = ["MAX_BODY", "ServerHandle", "make_server", "serve_in_thread"]
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
+# After an error that closes the connection: how long, and how much, to keep reading.
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 4 * MAX_BODY
 _ROUTES: dict[str, tuple[str, ...]] = {
     "/user": ("GET", "HEAD", "PUT", "DELETE"),
     "/users": ("GET", "HEAD"),
@@ -88,6 +93,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and payload:
             self.wfile.write(payload)
+        if self.close_connection and status >= 400:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Drop what the client still sends, briefly, before closing, so that it reads our error.
+
+        Closing a socket with unread data makes the kernel reset the connection: a client still
+        sending its too-large (or unframed) body would get a broken pipe instead of the 413.
+        """
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is complete: the client sees EOF
+            self.connection.settimeout(_LINGER_SECONDS)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            budget = _LINGER_BYTES
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(min(budget, 65536))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass  # reset or timed out: nothing more to do for this client
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The stdlib's own errors (bad request line, headers too long, ...) as JSON too."""

@@ -17,6 +17,7 @@ so the CLI and the server) stays quick. matplotlib is needed only for the plots
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -308,8 +309,10 @@ def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
     """The log colour-coded by ``status``: live green, superseded grey, tombstone red.
 
     Works on :func:`log_frame` and :func:`compare_frame` output (a removed record is also
-    struck through). The HTML is the same from run to run (a fixed table id), and the index is
-    hidden: the partition and offset columns say where each record is.
+    struck through). The HTML is the same from run to run: the table id is a hash of what it
+    shows, not random, and differs between tables (the colours are CSS rules on cell ids, and a
+    page with two tables of one id would colour both by the last). The index is hidden: the
+    partition and offset columns say where each record is.
     """
     if "status" not in frame.columns:
         raise ValueError("style_log needs the 'status' column of log_frame() or compare_frame()")
@@ -323,7 +326,9 @@ def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
         return [css] * len(columns)
 
     legend = "green: live, grey: superseded, red: tombstone"
-    styler = frame.style.set_uuid("kafka-crud-log").hide(axis="index").apply(row_style, axis=1)
+    shown = f"{caption}\n{frame.to_csv()}".encode("utf-8", "surrogatepass")
+    table_id = f"kafka-crud-log-{hashlib.blake2b(shown, digest_size=5).hexdigest()}"
+    styler = frame.style.set_uuid(table_id).hide(axis="index").apply(row_style, axis=1)
     # Keys and values are whatever producers wrote: escaped, never rendered as HTML.
     styler = styler.format(escape="html", na_rep="")  # a raw "<NA>" would vanish as an unknown tag
     styler = styler.format(na_rep="null", escape="html", subset=[c for c in ("key", "value") if c in columns])
@@ -337,6 +342,8 @@ def _as_frame(log: Sequence[LogRecord] | pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw(ax: Axes, frame: pd.DataFrame, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     for status in ("superseded", "live", "tombstone"):
         rows = frame[frame["status"] == status]
         ax.scatter(
@@ -348,6 +355,7 @@ def _draw(ax: Axes, frame: pd.DataFrame, title: str) -> None:
     ax.set_ylim(min(partitions) - 0.6, max(partitions) + 0.6)
     ax.set_ylabel("partition")
     ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # offsets are whole numbers: no tick at 0.5
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from kafka_crud.client import UserClient
-from kafka_crud.consumer import StoreConsumer
+from kafka_crud.consumer import StoreConsumer, read_log
 from kafka_crud.demos import (
     DEMO_USERS,
+    check_compaction,
     check_counts,
     check_group_owner,
     check_tombstone,
@@ -143,3 +144,28 @@ def test_the_exercise_checks_read_the_topic(bootstrap_servers: str, topic: str) 
     with serve_in_thread(bootstrap_servers, topic=topic) as server:
         assert check_counts((3, 0), server.service).ok is True
         assert check_counts((3, 1), server.service).ok is False
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_the_compaction_check_hints_at_a_wrong_answer_and_runs_the_pass_for_a_right_one(
+    bootstrap_servers: str, topic: str
+) -> None:
+    with UserProducer(bootstrap_servers, topic=topic) as producer:
+        first = producer.put(User("ada@example.com", "Ada"))
+        producer.put(User("ada@example.com", "Ada Lovelace"))
+        alan = producer.put(User("alan@example.com", "Alan Turing"))
+        tombstone = producer.delete("alan@example.com")
+    superseded = {(first.partition, first.offset), (alan.partition, alan.offset)}
+
+    assert check_compaction(..., topic, bootstrap_servers).ok is None
+    assert check_compaction(7, topic, bootstrap_servers).ok is False
+    wrong = check_compaction(superseded | {(tombstone.partition, tombstone.offset)}, topic, bootstrap_servers)
+    assert wrong.ok is False and "tombstone" in wrong.message
+    assert len(read_log(bootstrap_servers, topic)) == 4  # a wrong answer leaves the topic alone
+
+    right = check_compaction(superseded, topic, bootstrap_servers)
+
+    assert right.ok is True, right.message
+    remaining = {(r.partition, r.offset) for r in read_log(bootstrap_servers, topic)}
+    assert not superseded & remaining and (tombstone.partition, tombstone.offset) in remaining

@@ -187,7 +187,9 @@ class Lab:
         return f"http://127.0.0.1:{self.port}"
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.base_url}/lab/tree/{quote(name)}?token={self.token}"
+        # reset: open only this notebook. Otherwise JupyterLab restores the tabs a previous test left
+        # open, and ".first" of a selector can land on a hidden notebook's cell or widget.
+        return f"{self.base_url}/lab/tree/{quote(name)}?reset&token={self.token}"
 
     def output(self) -> str:
         """Everything kafka-crud, JupyterLab and its kernels printed so far."""
