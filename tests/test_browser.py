@@ -157,8 +157,6 @@ def test_widget_smoke_notebook_creates_a_user_seen_in_state_and_log(lab: Lab, pa
     _create_a_user_in_the_editor(page, lab, FIXTURE.name, "widget-smoke")
 
 
-# Until notebook 02 is written; once it is committed, drop this skipif so that losing it fails.
-@pytest.mark.skipif(not NOTEBOOK_02.exists(), reason="notebooks/02-producing.ipynb is not written yet")
 def test_notebook_02_user_editor_creates_a_user_seen_in_state_and_log(lab: Lab, page: Page) -> None:
     """The course's user editor, as a learner meets it in notebook 02."""
     _create_a_user_in_the_editor(page, lab, NOTEBOOK_02.name, "02-producing")
