@@ -57,6 +57,8 @@ def _reader(bootstrap_servers: str | None, **overrides: object) -> Consumer:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
+                # After a broker restart, reconnect within a second, not librdkafka's 10 s backoff.
+                "reconnect.backoff.max.ms": 1000,
                 "logger": logging.getLogger("kafka_crud.librdkafka"),
                 **overrides,
             },

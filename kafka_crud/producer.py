@@ -54,6 +54,8 @@ class UserProducer:
                 "enable.idempotence": True,
                 # A write waits for its acknowledgement: do not hold it back for batching.
                 "linger.ms": 0,
+                # After a broker restart, reconnect within a second, not librdkafka's 10 s backoff.
+                "reconnect.backoff.max.ms": 1000,
                 # The Java client's partitioner (murmur2 of the key), not librdkafka's CRC32 default:
                 # every client writing this topic must send a key to the same partition.
                 "partitioner": "murmur2_random",

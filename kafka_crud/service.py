@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from types import TracebackType
@@ -138,10 +139,13 @@ class UserService:
     def _write(self, write: Callable[[UserProducer], Position]) -> Position:
         if self._producer is None:
             raise NotReadyError("The service is not started: call start()")
+        started = time.monotonic()
         position = write(self._producer)
-        # Acknowledged by Kafka; now wait until our own consumer has applied it (read-your-writes).
+        # Acknowledged by Kafka; now wait until our own consumer has applied it (read-your-writes),
+        # within what is left of the write timeout (a moment at least: applying takes milliseconds).
         if self.read_your_writes:
-            self.store.wait_for(position, self.write_timeout)
+            left = self.write_timeout - (time.monotonic() - started)
+            self.store.wait_for(position, max(left, 0.5))
         return position
 
     def put(self, user: User, *, if_match: str | None = None) -> tuple[StoredUser, bool]:
