@@ -272,7 +272,8 @@ def roll_segments(
 
     ``partitions``: by default every partition that holds records.
 
-    Returns, per partition, the offset of the appended record: the new active segment's base offset.
+    Returns, per partition (in partition order), the offset of the appended record: the new active
+    segment's base offset.
     """
     root = resolve_log_dir(log_dir, bootstrap_servers)
     if partitions is None:
@@ -297,6 +298,8 @@ def roll_segments(
                 raise CleanerTimeoutError(
                     f"Partitions {pending} of {topic!r} did not roll within {timeout:.0f} s: is the broker healthy?"
                 )
+    # By partition, not in the order the acknowledgements came back: the same every run.
+    markers = dict(sorted(markers.items()))
     log.info("Rolled %r: new active segments at %s", topic, markers)
     return markers
 
