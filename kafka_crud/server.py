@@ -163,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/readyz":
             if service.ready:
                 return HTTPStatus.OK, {"status": "ready"}, {}
-            p = service.consumer.progress() if service._consumer else None
+            p = service.progress()
             detail = {"applied": p.applied, "total": p.total} if p else {}
             return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "rebuilding", **detail}, {"Retry-After": "1"}
         if url.path == "/users":

@@ -100,6 +100,10 @@ class UserService:
             raise NotReadyError("The service is not started: call start()")
         return self._consumer
 
+    def progress(self) -> Progress | None:
+        """How far the rebuild has got, or None before :meth:`start`."""
+        return self._consumer.progress() if self._consumer is not None else None
+
     def wait_ready(self, timeout: float | None = None) -> UserService:
         self.consumer.wait_ready(timeout)
         return self
