@@ -1,8 +1,18 @@
-"""kafka_crud: Kafka as a database, on a real broker."""
+"""kafka_crud: Kafka as a database, on a real broker.
+
+    from kafka_crud import connect, serve_in_thread, UserClient
+    kafka = connect()                        # KAFKA_BOOTSTRAP_SERVERS
+    kafka.ensure_topic("user")
+    server = serve_in_thread(kafka, topic="user")
+    UserClient(server.url).put("ada@example.com", "Ada Lovelace")
+    kafka.read_log("user")
+"""
 
 from __future__ import annotations
 
 import logging as _logging
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .broker import LocalKafka
 from .client import Response, UserClient
@@ -14,8 +24,9 @@ from .compaction import (
     roll_segments,
     wait_for_cleaner,
 )
-from .config import KAFKA_VERSION, client_config
-from .consumer import Progress, StoreConsumer, read_log
+from .config import KAFKA_VERSION
+from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
+from .consumer import Progress, StoreConsumer
 from .errors import (
     BrokerError,
     BrokerStartError,
@@ -24,33 +35,40 @@ from .errors import (
     JarsUnavailableError,
     JavaNotFoundError,
     KafkaCrudError,
+    KafkaOperationError,
+    KafkaUnavailableError,
     NotReadyError,
     PortInUseError,
     PreconditionFailedError,
     TopicNotCompactedError,
+    TopicNotFoundError,
     ValidationError,
     WriteError,
 )
+from .group_consumer import GroupStoreConsumer, start_group, stop_all
+from .partitioning import crc32_partition, murmur2, partition_for
 from .producer import UserProducer
 from .records import LogRecord, Position, User
-from .segments import Segment, list_segments, local_log_dir, segments_frame
+from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
 from .store import StoredUser, UserStore
-from .topics import create_topic, delete_topic, ensure_topic, reset_topic
 from .views import (
     compare_frame,
     groups_frame,
-    log_frame,
     plot_compaction,
     plot_log,
     records_frame,
+    segments_frame,
     style_log,
     users_frame,
     watermarks_frame,
 )
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("kafka-crud")
+except _PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # A library logs; the application (CLI, notebook) decides what to show.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -58,19 +76,25 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 __all__ = [
     # brokers and connections
     "KAFKA_VERSION",
+    "Kafka",
     "LocalKafka",
-    "client_config",
-    # topics
-    "create_topic",
-    "delete_topic",
-    "ensure_topic",
-    "reset_topic",
+    "connect",
+    # topics and offsets
+    "DEFAULT_TOPIC",
+    "TEACHING_TOPIC_CONFIG",
+    "GroupOffset",
+    "Watermarks",
     # records
     "LogRecord",
     "Position",
     "StoredUser",
     "User",
+    # keys to partitions
+    "crc32_partition",
+    "murmur2",
+    "partition_for",
     # clients: write, read, store, serve
+    "GroupStoreConsumer",
     "Progress",
     "Response",
     "ServerHandle",
@@ -79,27 +103,28 @@ __all__ = [
     "UserProducer",
     "UserService",
     "UserStore",
-    "read_log",
     "serve_in_thread",
-    # views: the log, compaction step by step, segments (pandas and matplotlib on use)
+    "start_group",
+    "stop_all",
+    # compaction and segments
     "CompactionResult",
     "Segment",
     "TombstoneRemoval",
     "compact",
-    "compare_frame",
-    "groups_frame",
     "list_segments",
     "local_log_dir",
-    "log_frame",
+    "remove_tombstones",
+    "roll_segments",
+    "wait_for_cleaner",
+    # views (pandas and matplotlib imported on use)
+    "compare_frame",
+    "groups_frame",
     "plot_compaction",
     "plot_log",
     "records_frame",
-    "remove_tombstones",
-    "roll_segments",
     "segments_frame",
     "style_log",
     "users_frame",
-    "wait_for_cleaner",
     "watermarks_frame",
     # errors
     "BrokerError",
@@ -109,10 +134,13 @@ __all__ = [
     "JarsUnavailableError",
     "JavaNotFoundError",
     "KafkaCrudError",
+    "KafkaOperationError",
+    "KafkaUnavailableError",
     "NotReadyError",
     "PortInUseError",
     "PreconditionFailedError",
     "TopicNotCompactedError",
+    "TopicNotFoundError",
     "ValidationError",
     "WriteError",
 ]

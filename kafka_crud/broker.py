@@ -1,7 +1,8 @@
 """The embedded broker: a real Apache Kafka 4.x (KRaft, broker + controller) in a Java subprocess.
 
-    with LocalKafka() as kafka:
-        print(kafka.bootstrap_servers)      # 127.0.0.1:<free port>
+    with LocalKafka() as broker:
+        print(broker.bootstrap_servers)     # 127.0.0.1:<free port>
+        kafka = broker.connect()            # a kafka_crud.Kafka connection to it
 
 Settings are tuned for teaching and small machines: the log cleaner looks for work every
 200 ms, removed segments are deleted at once, and the heap is capped at 384 MB. The JVM starts
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .config import KAFKA_VERSION
+from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
 from .jvm import Java, cache_dir, find_java, kafka_classpath
 
@@ -238,6 +240,10 @@ class LocalKafka:
             raise RuntimeError("The broker is not started: call start() or use `with LocalKafka() as kafka:`")
         return f"127.0.0.1:{self.port}"
 
+    def connect(self, **config: object) -> Kafka:
+        """A :class:`~kafka_crud.Kafka` connection to this broker (``config``: extra librdkafka settings)."""
+        return Kafka(self.bootstrap_servers, config=config, environment=False)
+
     @property
     def pid(self) -> int | None:
         """Process id of the JVM, while it runs."""
@@ -387,6 +393,7 @@ class LocalKafka:
         return self
 
     def _wait_ready(self) -> None:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
@@ -405,8 +412,8 @@ class LocalKafka:
                 metadata = admin.list_topics(timeout=1.0)
                 if metadata.brokers:
                     return
-            except Exception:  # noqa: BLE001 - KafkaException until the listener is up
-                pass
+            except KafkaException:
+                pass  # until the listener is up
             if time.monotonic() > deadline:
                 raise BrokerStartError(
                     f"The Kafka broker did not answer a metadata request within {self.start_timeout:.0f} s. "

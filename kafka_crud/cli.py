@@ -148,9 +148,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .connection import Kafka
     from .consumer import Progress
-    from .server import make_server
-    from .service import UserService
+    from .server import serve_in_thread
 
     def progress(p: Progress) -> None:
         if p.fraction >= 1:
@@ -160,24 +160,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     with _stop_on_sigterm(), _broker_unless_configured(args.bootstrap_servers) as servers:
-        service = UserService(servers, topic=args.topic, partitions=args.partitions, on_progress=progress)
-        server = None
+        handle = serve_in_thread(
+            Kafka(servers), topic=args.topic, host=args.host, port=args.port, wait_ready=None,
+            partitions=args.partitions, on_progress=progress,
+        )
         try:
-            service.start()
-            server = make_server(service, args.host, args.port)
-            host, port = server.server_address[:2]
-            thread = threading.Thread(target=server.serve_forever, name="kafka-crud-http", daemon=True)
-            thread.start()
-            print(f"Serving users from topic {args.topic!r} on {servers} at http://{host}:{port} "
+            print(f"Serving users from topic {args.topic!r} on {servers} at {handle.url} "
                   "(503 until caught up; Ctrl-C stops)", flush=True)
             _wait_forever()
-        except (KeyboardInterrupt, _Stop):
-            pass
         finally:
-            if server is not None:
-                server.shutdown()
-                server.server_close()
-            service.stop()
+            handle.stop()
     return 0
 
 
@@ -185,16 +177,16 @@ def cmd_log(args: argparse.Namespace) -> int:
     import csv
     import json
 
-    from .consumer import read_log
+    from .connection import Kafka
     from .records import classify
 
-    records = read_log(args.bootstrap_servers, args.topic)
+    records = Kafka(args.bootstrap_servers).read_log(args.topic)
     rows = [
         {
             "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
             "key": _text(r.key), "value": _text(r.value), "status": status, "superseded_by": newer,
         }
-        for r, (status, newer) in zip(records, classify(records))
+        for r, (status, newer) in zip(records, classify(records), strict=True)
     ]
     if args.format == "json":
         for row in rows:
@@ -216,9 +208,9 @@ def _print_table(rows: list[dict[str, object]]) -> None:
     columns = ["partition", "offset", "status", "key", "value"]
     cells = [[("null" if row[c] is None else str(row[c])) for c in columns] for row in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row_cells in cells:
-        print("  ".join(v[:w].ljust(w) for v, w in zip(row_cells, widths)).rstrip())
+        print("  ".join(v[:w].ljust(w) for v, w in zip(row_cells, widths, strict=True)).rstrip())
     print(f"({len(rows)} records)")
 
 

@@ -4,7 +4,7 @@ The log cleaner of a compacted topic keeps, per partition, the latest record of 
 removes the records it supersedes. It works only on *inactive* segments: the active segment
 (the one appends go to) is never cleaned. A segment stops being active only when it *rolls*,
 and a segment rolls only on the next append after ``segment.ms`` (or when it is full:
-``segment.bytes``, at least 1 MiB since Kafka 4.1). So "compact now" takes three steps:
+``segment.bytes``, at least 1 MiB since Kafka 4.0, KIP-1030). So "compact now" takes three steps:
 
 1. :func:`roll_segments`: lower ``segment.ms``, wait past it, append one record per partition
    (it starts the new active segment), restore ``segment.ms``;
@@ -33,21 +33,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
+from confluent_kafka import KafkaError, Message
 
-from .config import client_config
-from .consumer import read_log
-from .errors import CleanerTimeoutError, TopicNotCompactedError, WriteError
+from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
+from .errors import CleanerTimeoutError, WriteError
 from .records import LogRecord, classify
 from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
-from .topics import DEFAULT_TOPIC, admin_client, topic_config
-from .views import compare_frame, watermarks
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = [
     "ROLL_KEY",
@@ -69,7 +61,6 @@ ROLL_KEY = "__kafka_crud_roll__"
 #: ``segment.ms`` while rolling: the next append after this many ms starts a new segment.
 ROLL_SEGMENT_MS = 100
 
-_ADMIN_TIMEOUT = 30.0
 _POLL = 0.05
 _REMOTE_POLL = 0.5
 
@@ -113,9 +104,6 @@ class CompactionResult:
             expected[record.partition] = record.offset + 1
         return result
 
-    def frame(self, *, timestamps: bool = False) -> pd.DataFrame:
-        """Every record before or after, with ``outcome``: kept, removed, or new (the roll records)."""
-        return compare_frame(self.before, self.after, timestamps=timestamps)
 
 
 @dataclass(frozen=True)
@@ -156,80 +144,29 @@ class TombstoneRemoval:
         present = {(r.partition, r.offset) for r in self.after}
         return [r for r in self.tombstones if (r.partition, r.offset) not in present]
 
-    def frame(self, *, timestamps: bool = False) -> pd.DataFrame:
-        """The log when the step began compared with the log at its end."""
-        return compare_frame(self.before, self.after, timestamps=timestamps)
 
 
 @contextmanager
-def topic_overrides(
-    bootstrap_servers: str | None, topic: str, settings: Mapping[str, str], *, timeout: float = _ADMIN_TIMEOUT
-) -> Iterator[None]:
+def topic_overrides(kafka: KafkaLike, topic: str, settings: Mapping[str, str]) -> Iterator[None]:
     """Set topic ``settings`` for the duration of the block, then put back what was there.
 
     A setting the topic had of its own gets its old value back; one it inherited from the broker
     loses the override again. Returns once the broker reports the new values.
     """
-    admin = admin_client(bootstrap_servers)
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    current = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout=timeout)
-    previous = {name: _own_value(current.get(name)) for name in settings}
-    _alter(admin, topic, dict(settings), timeout)
+    kafka = Kafka.of(kafka)
+    own = kafka.own_topic_config(topic)
+    previous = {name: own.get(name) for name in settings}
+    kafka.alter_topic_config(topic, dict(settings))
     try:
         yield
     finally:
-        _alter(admin, topic, previous, timeout)
+        kafka.alter_topic_config(topic, previous)
 
 
-def _own_value(entry: ConfigEntry | None) -> str | None:
-    """The topic's own value of a setting; None when it inherits the broker's."""
-    if entry is None:
-        return None
-    source = getattr(entry.source, "value", entry.source)  # describe_configs gives a plain int
-    return entry.value if source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value else None
-
-
-def _alter(admin: AdminClient, topic: str, settings: Mapping[str, str | None], timeout: float) -> None:
-    entries = [
-        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-        if value is not None
-        else ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
-        for name, value in settings.items()
-    ]
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
-    for future in admin.incremental_alter_configs([resource], request_timeout=timeout).values():
-        future.result(timeout=timeout)
-    wanted = {name: value for name, value in settings.items() if value is not None}
-    deadline = time.monotonic() + timeout
-    while True:
-        now = topic_config(admin, topic)
-        if all(_same(now.get(name), value) for name, value in wanted.items()):
-            return
-        if time.monotonic() > deadline:
-            raise CleanerTimeoutError(
-                f"The broker did not apply {wanted} to topic {topic!r} within {timeout:.0f} s: is it healthy?"
-            )
-        time.sleep(_POLL)
-
-
-def _same(reported: str | None, wanted: str) -> bool:
-    """Whether the broker reports ``wanted`` (it writes a ratio of "0" as "0.0")."""
-    if reported == wanted:
-        return True
-    try:
-        return reported is not None and float(reported) == float(wanted)
-    except ValueError:
-        return False
-
-
-def _append(bootstrap_servers: str | None, topic: str, partitions: Iterable[int], key: str, value: bytes | None,
+def _append(kafka: Kafka, topic: str, partitions: Iterable[int], key: str, value: bytes | None,
             timeout: float) -> dict[int, int]:
     """Append one record to each partition (explicitly, not by key hash); return their offsets."""
-    producer = Producer(client_config(
-        bootstrap_servers,
-        **{"acks": "all", "linger.ms": 0, "message.timeout.ms": int(timeout * 1000),
-           "logger": logging.getLogger("kafka_crud.librdkafka")},
-    ))
+    producer = kafka.producer(**{"linger.ms": 0, "message.timeout.ms": int(timeout * 1000)})
     offsets: dict[int, int] = {}
     errors: list[KafkaError] = []
 
@@ -253,7 +190,7 @@ def _append(bootstrap_servers: str | None, topic: str, partitions: Iterable[int]
 
 
 def roll_segments(
-    bootstrap_servers: str | None = None,
+    kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     *,
     partitions: Iterable[int] | None = None,
@@ -275,21 +212,22 @@ def roll_segments(
     Returns, per partition (in partition order), the offset of the appended record: the new active
     segment's base offset.
     """
-    root = resolve_log_dir(log_dir, bootstrap_servers)
+    kafka = Kafka.of(kafka)
+    root = resolve_log_dir(log_dir, kafka)
     if partitions is None:
-        partitions = [p for p, (low, high) in watermarks(bootstrap_servers, topic).items() if high > low]
+        partitions = [p for p, (low, high) in kafka.watermarks(topic).items() if high > low]
     wanted = sorted(partitions)
     if not wanted:
         log.info("Topic %r has no records: nothing to roll", topic)
         return {}
     deadline = time.monotonic() + timeout
     markers: dict[int, int] = {}
-    with topic_overrides(bootstrap_servers, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}, timeout=timeout):
+    with topic_overrides(kafka, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}):
         pending = wanted
         while pending:
             # A segment rolls when an append's timestamp is segment.ms past its first record's.
             time.sleep(2 * ROLL_SEGMENT_MS / 1000)
-            appended = _append(bootstrap_servers, topic, pending, key, value, timeout)
+            appended = _append(kafka, topic, pending, key, value, timeout)
             markers.update(appended)
             if root is None:
                 break
@@ -307,13 +245,13 @@ def roll_segments(
 def _superseded_below(records: list[LogRecord], markers: Mapping[int, int]) -> list[LogRecord]:
     """Records superseded by a record that is also below the partition's marker (in cleanable segments)."""
     return [
-        r for r, (status, newer) in zip(records, classify(records))
+        r for r, (status, newer) in zip(records, classify(records), strict=True)
         if r.partition in markers and status == "superseded" and newer is not None and newer < markers[r.partition]
     ]
 
 
 def wait_for_cleaner(
-    bootstrap_servers: str | None = None,
+    kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     markers: Mapping[int, int] | None = None,
     *,
@@ -329,8 +267,9 @@ def wait_for_cleaner(
 
     Returns the seconds waited; raises :class:`CleanerTimeoutError` after ``timeout`` seconds.
     """
+    kafka = Kafka.of(kafka)
     markers = dict(markers or {})
-    root = resolve_log_dir(log_dir, bootstrap_servers)
+    root = resolve_log_dir(log_dir, kafka)
     started = time.monotonic()
     deadline = started + timeout
     check: Callable[[], bool]
@@ -341,7 +280,7 @@ def wait_for_cleaner(
         poll = _POLL
     else:
         def check() -> bool:
-            return not _superseded_below(read_log(bootstrap_servers, topic), markers)
+            return not _superseded_below(kafka.read_log(topic), markers)
         poll = _REMOTE_POLL
     while not check():
         if time.monotonic() > deadline:
@@ -356,7 +295,7 @@ def wait_for_cleaner(
 
 
 def compact(
-    bootstrap_servers: str | None = None,
+    kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     *,
     timeout: float = 60.0,
@@ -369,36 +308,32 @@ def compact(
     section much smaller than the clean one (at the teaching 0.01, a topic holding a few hundred
     users would otherwise not be cleaned for the few records of a demo); it is restored after.
     """
-    policy = topic_config(admin_client(bootstrap_servers), topic).get("cleanup.policy", "")
-    if "compact" not in policy.split(","):
-        raise TopicNotCompactedError(
-            f"Topic {topic!r} has cleanup.policy={policy!r}: the log cleaner never compacts it. "
-            "Use a compacted topic (kafka_crud.create_topic makes one)."
-        )
-    root = resolve_log_dir(log_dir, bootstrap_servers)
+    kafka = Kafka.of(kafka)
+    kafka.require_compacted(topic)
+    root = resolve_log_dir(log_dir, kafka)
     where: LogDirOption = root  # resolved once, not per step
-    before = read_log(bootstrap_servers, topic)
+    before = kafka.read_log(topic)
     partitions = sorted({r.partition for r in before})
     if not partitions:
         return CompactionResult(topic, before, before, {}, 0.0)
-    with topic_overrides(bootstrap_servers, topic, {"min.cleanable.dirty.ratio": "0"}, timeout=timeout):
-        markers = roll_segments(bootstrap_servers, topic, partitions=partitions, timeout=timeout, log_dir=where)
-        seconds = wait_for_cleaner(bootstrap_servers, topic, markers, timeout=timeout, log_dir=where)
-    result = CompactionResult(topic, before, read_log(bootstrap_servers, topic), markers, seconds)
+    with topic_overrides(kafka, topic, {"min.cleanable.dirty.ratio": "0"}):
+        markers = roll_segments(kafka, topic, partitions=partitions, timeout=timeout, log_dir=where)
+        seconds = wait_for_cleaner(kafka, topic, markers, timeout=timeout, log_dir=where)
+    result = CompactionResult(topic, before, kafka.read_log(topic), markers, seconds)
     log.info("Compacted %r in %.2f s: %d of %d records removed", topic, seconds, len(result.removed), len(before))
     return result
 
 
-def _latest_horizon(bootstrap_servers: str | None, topic: str, root: Path, partitions: set[int]) -> int | None:
+def _latest_horizon(kafka: Kafka, topic: str, root: Path, partitions: set[int]) -> int | None:
     horizons = [
-        s.delete_horizon_ms for s in list_segments(bootstrap_servers, topic, log_dir=root)
+        s.delete_horizon_ms for s in list_segments(kafka, topic, log_dir=root)
         if s.partition in partitions and s.delete_horizon_ms is not None
     ]
     return max(horizons) if horizons else None
 
 
 def remove_tombstones(
-    bootstrap_servers: str | None = None,
+    kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     *,
     timeout: float = 120.0,
@@ -418,11 +353,12 @@ def remove_tombstones(
     Raises :class:`CleanerTimeoutError` when it takes longer than ``timeout`` seconds; create
     the topic with a smaller ``delete.retention.ms`` for a quick demo.
     """
-    root = resolve_log_dir(log_dir, bootstrap_servers)
+    kafka = Kafka.of(kafka)
+    root = resolve_log_dir(log_dir, kafka)
     deadline = time.monotonic() + timeout
-    first = compact(bootstrap_servers, topic, timeout=timeout, log_dir=root)
+    first = compact(kafka, topic, timeout=timeout, log_dir=root)
     passes = [first]
-    retention_ms = int(topic_config(admin_client(bootstrap_servers), topic)["delete.retention.ms"])
+    retention_ms = int(kafka.topic_config(topic)["delete.retention.ms"])
     # What this step waits for: tombstones the first pass kept (and stamped), below its markers.
     waiting = [r for r in first.after if r.value is None and r.offset < first.markers.get(r.partition, -1)]
     seen = {(r.partition, r.offset) for r in first.before}
@@ -433,7 +369,7 @@ def remove_tombstones(
     if not waiting:
         return TombstoneRemoval(topic, tombstones, retention_ms, None, 0.0, passes)
     partitions = {r.partition for r in waiting}
-    horizon = _latest_horizon(bootstrap_servers, topic, root, partitions) if root is not None else None
+    horizon = _latest_horizon(kafka, topic, root, partitions) if root is not None else None
     wait_until = horizon if horizon is not None else int(time.time() * 1000) + retention_ms
     while True:
         wait = (wait_until - time.time() * 1000) / 1000 + 0.05
@@ -447,7 +383,7 @@ def remove_tombstones(
             log.info("Waiting %.1f s for the delete horizon of %r", wait, topic)
             time.sleep(wait)
         remaining = max(deadline - time.monotonic(), 1.0)
-        result = compact(bootstrap_servers, topic, timeout=remaining, log_dir=root)
+        result = compact(kafka, topic, timeout=remaining, log_dir=root)
         passes.append(result)
         present = {(r.partition, r.offset) for r in result.after}
         if not any((t.partition, t.offset) in present for t in waiting):

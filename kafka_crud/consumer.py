@@ -1,7 +1,9 @@
-"""Reading the topic: rebuild the store from the beginning, and read the whole log for views.
+"""Rebuilding the store: read every partition of the topic from the beginning, then follow it.
 
-Every instance reads every partition by *assignment*, not through a consumer group: a group
-would split the partitions between instances and each would see only part of the users.
+Every instance reads every partition by *assignment*, not through a consumer group: each holds
+the whole table (the replicated design; Kafka Streams calls it a GlobalKTable). The partitioned
+design, where a group splits the users between instances, is
+:class:`kafka_crud.group_consumer.GroupStoreConsumer`.
 """
 
 from __future__ import annotations
@@ -10,26 +12,20 @@ import gc
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from .config import client_config
-from .errors import ConfigError, NotReadyError
-from .records import LogRecord
+from .connection import Kafka, KafkaLike, Watermarks
+from .errors import NotReadyError, kafka_error
 from .store import UserStore
-from .topics import DEFAULT_TOPIC
 
-__all__ = ["Progress", "StoreConsumer", "read_log", "end_offsets"]
+__all__ = ["Progress", "StoreConsumer", "gc_paused"]
 
 log = logging.getLogger(__name__)
-
-_TIMEOUT = 30.0
-
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -47,44 +43,13 @@ class Progress:
         return 1.0 if self.total == 0 else min(1.0, self.applied / self.total)
 
 
-def _reader(bootstrap_servers: str | None, **overrides: object) -> Consumer:
-    return Consumer(
-        client_config(
-            bootstrap_servers,
-            **{
-                # Required by the client, never used: partitions are assigned, offsets not committed.
-                "group.id": f"kafka-crud-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                # After a broker restart, reconnect within a second, not librdkafka's 10 s backoff.
-                "reconnect.backoff.max.ms": 1000,
-                "logger": logging.getLogger("kafka_crud.librdkafka"),
-                **overrides,
-            },
-        )
-    )
-
-
-def end_offsets(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
-    """Per partition (start offset, end offset): the first offset still in the log, and last + 1."""
-    metadata = consumer.list_topics(topic, timeout=_TIMEOUT)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise ConfigError(
-            f"Topic {topic!r} does not exist: create it first "
-            "(kafka_crud.ensure_topic, or start `kafka-crud serve`, which creates it)"
-        )
-    return {p: _watermarks(consumer, TopicPartition(topic, p)) for p in sorted(info.partitions)}
-
-
 _gc_lock = threading.Lock()
 _gc_holders = 0
 _gc_was_enabled = False
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Hold the cyclic garbage collector off while one batch of records is applied.
 
     A batch is thousands of messages alive at once: the collector promotes them to its oldest
@@ -108,27 +73,6 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-# A partition just created, or a broker just restarted, answers these until its leader is up.
-_LEADER_NOT_READY = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.NOT_COORDINATOR,
-}
-
-
-def _watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
-    deadline = time.monotonic() + _TIMEOUT
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=_TIMEOUT, cached=False)
-            return low, high
-        except KafkaException as exc:
-            if exc.args[0].code() not in _LEADER_NOT_READY or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
-
-
 class StoreConsumer:
     """Keeps a :class:`UserStore` up to date with the topic, in a background thread.
 
@@ -144,7 +88,7 @@ class StoreConsumer:
     def __init__(
         self,
         store: UserStore,
-        bootstrap_servers: str | None = None,
+        kafka: KafkaLike = None,
         *,
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 1.0,
@@ -152,7 +96,7 @@ class StoreConsumer:
     ) -> None:
         self.store = store
         self.topic = store.topic
-        self._servers = bootstrap_servers
+        self.kafka = Kafka.of(kafka)
         self._on_progress = on_progress
         self._progress_interval = progress_interval
         self._ready = threading.Event()
@@ -163,14 +107,15 @@ class StoreConsumer:
         if paused:
             self._paused.set()
         self._thread: threading.Thread | None = None
-        self._targets: dict[int, tuple[int, int]] = {}
+        self._targets: dict[int, Watermarks] = {}
         self._started = 0.0
         self.error: BaseException | None = None
         """The exception that ended the consumer thread, if any."""
 
     def start(self) -> StoreConsumer:
         """Take the end offsets, assign every partition from the beginning, start consuming."""
-        consumer = _reader(self._servers, **{
+        self._targets = self.kafka.watermarks(self.topic)
+        consumer = self.kafka.consumer(**{
             "fetch.wait.max.ms": 100,
             # librdkafka stops fetching once queued.min.messages (100,000) wait in its queue, then
             # checks again after fetch.queue.backoff.ms, 1 s by default: a rebuild drains the queue
@@ -179,8 +124,8 @@ class StoreConsumer:
             "fetch.queue.backoff.ms": 20,
         })
         try:
-            self._targets = end_offsets(consumer, self.topic)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._targets])
+            with self.kafka.errors(f"assigning the partitions of {self.topic!r}"):
+                consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._targets])
         except BaseException:
             consumer.close()
             raise
@@ -237,7 +182,7 @@ class StoreConsumer:
                 # one message, then take what is already fetched, so a write is applied at once.
                 first = consumer.poll(0.1)
                 if first is not None:
-                    with _gc_paused():
+                    with gc_paused():
                         self._apply(consumer, first)
                 if not self._ready.is_set():
                     self._check_ready()
@@ -245,7 +190,7 @@ class StoreConsumer:
                     if self._on_progress and not self._ready.is_set() and now - last_report >= self._progress_interval:
                         last_report = now
                         self._on_progress(self.progress())
-        except BaseException as exc:  # noqa: BLE001 - kept for wait_ready() and /readyz to report
+        except BaseException as exc:
             self.error = exc
             log.exception("The store consumer stopped")
         finally:
@@ -262,7 +207,7 @@ class StoreConsumer:
             elif err.code() == KafkaError._PARTITION_EOF:
                 store.advance(msg.partition(), msg.offset())
             elif err.fatal():
-                raise KafkaException(err)
+                raise kafka_error(err, f"reading {self.topic!r}", self.kafka.bootstrap_servers)
             else:
                 log.warning("Consumer: %s", err.str())
         for partition, batch in batches.items():
@@ -302,41 +247,3 @@ class StoreConsumer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def read_log(
-    bootstrap_servers: str | None = None, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0
-) -> list[LogRecord]:
-    """Every record now in ``topic``, partition by partition, oldest first.
-
-    Reads up to the end offsets taken when called; records written meanwhile are left out.
-    """
-    consumer = _reader(bootstrap_servers)
-    try:
-        targets = end_offsets(consumer, topic)
-        pending = {p for p, (low, high) in targets.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        records: dict[int, list[LogRecord]] = {p: [] for p in targets}
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise NotReadyError(f"Reading {topic!r} did not reach its end offsets within {timeout:.0f} s")
-            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
-                partition = msg.partition()
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= targets[partition][1]:
-                            pending.discard(partition)
-                        continue
-                    raise KafkaException(err)
-                offset = msg.offset()
-                if partition not in pending or offset >= targets[partition][1]:
-                    continue
-                _, timestamp = msg.timestamp()
-                records[partition].append(LogRecord(topic, partition, offset, timestamp, msg.key(), msg.value()))
-                if offset + 1 >= targets[partition][1]:
-                    pending.discard(partition)
-        return [r for p in sorted(records) for r in records[p]]
-    finally:
-        consumer.close()

@@ -1,21 +1,35 @@
 """Every error kafka_crud raises on purpose, each with a message that says what to do next.
 
-    KafkaCrudError
-    ├── BrokerError                 the embedded broker could not be set up or started
-    │   ├── JavaNotFoundError       no Java 17+ to run it
-    │   ├── JarsUnavailableError    the broker's jars could not be fetched
-    │   ├── PortInUseError          the requested port is taken
-    │   └── BrokerStartError        the JVM died or never became ready (carries the log tail)
-    ├── ConfigError                 bad connection settings or an unusable topic
-    │   └── TopicNotCompactedError  the topic exists but is not cleanup.policy=compact
-    ├── ValidationError             a user record that must not be written
-    ├── WriteError                  Kafka did not acknowledge a write (nothing may be assumed)
-    ├── PreconditionFailedError     If-Match named a version that is no longer the latest
-    ├── NotReadyError               the store has not caught up with the topic yet
-    └── CleanerTimeoutError         the log cleaner did not get as far as expected in time
+    KafkaCrudError                    (http_status: what the HTTP endpoint answers for it)
+    ├── BrokerError                   the embedded broker could not be set up or started
+    │   ├── JavaNotFoundError         no Java 17+ to run it
+    │   ├── JarsUnavailableError      the broker's jars could not be fetched
+    │   ├── PortInUseError            the requested port is taken
+    │   └── BrokerStartError          the JVM died or never became ready (carries the log tail)
+    ├── ConfigError                   bad connection settings or an unusable topic
+    │   ├── TopicNotCompactedError    the topic exists but is not cleanup.policy=compact
+    │   └── TopicNotFoundError        the topic does not exist
+    ├── KafkaUnavailableError         Kafka did not answer in time (down, wrong address, refused login)
+    ├── KafkaOperationError           Kafka answered with an error the kit has no better name for
+    ├── ValidationError               a user record that must not be written (400)
+    ├── PreconditionFailedError       If-Match named a version that is no longer the latest (412)
+    ├── WriteError                    Kafka did not acknowledge a write (503; nothing may be assumed)
+    ├── NotReadyError                 the store has not caught up with the topic yet (503)
+    └── CleanerTimeoutError           the log cleaner did not get as far as expected in time
+
+:func:`map_kafka_errors` is the one place where confluent-kafka's ``KafkaException`` becomes a
+kit error: every public function that talks to Kafka runs inside it, so no raw librdkafka
+exception reaches a notebook or the CLI.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from typing import ClassVar
+
+from confluent_kafka import KafkaError, KafkaException
 
 __all__ = [
     "BrokerError",
@@ -25,17 +39,26 @@ __all__ = [
     "JarsUnavailableError",
     "JavaNotFoundError",
     "KafkaCrudError",
+    "KafkaOperationError",
+    "KafkaUnavailableError",
     "NotReadyError",
     "PortInUseError",
     "PreconditionFailedError",
     "TopicNotCompactedError",
+    "TopicNotFoundError",
     "ValidationError",
     "WriteError",
+    "map_kafka_errors",
 ]
 
 
 class KafkaCrudError(Exception):
     """Base class of every error kafka_crud raises on purpose."""
+
+    http_status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    """What the HTTP endpoint answers when this error ends a request."""
+    retry_after: ClassVar[int | None] = None
+    """Seconds for a ``Retry-After`` header, for errors that pass."""
 
 
 class BrokerError(KafkaCrudError):
@@ -72,21 +95,114 @@ class TopicNotCompactedError(ConfigError):
     """The topic exists but its cleanup.policy does not include compact."""
 
 
+class TopicNotFoundError(ConfigError):
+    """The topic does not exist."""
+
+
+class KafkaUnavailableError(KafkaCrudError):
+    """Kafka did not answer in time: not running, a wrong address, or refused credentials."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    retry_after = 1
+
+
+class KafkaOperationError(KafkaCrudError):
+    """Kafka answered a request with an error; the message carries librdkafka's reason."""
+
+    http_status = HTTPStatus.BAD_GATEWAY
+
+
 class ValidationError(KafkaCrudError, ValueError):
     """A user record that must not be written; nothing was sent to Kafka."""
 
-
-class WriteError(KafkaCrudError):
-    """Kafka did not acknowledge a write in time; it may or may not have landed."""
+    http_status = HTTPStatus.BAD_REQUEST
 
 
 class PreconditionFailedError(KafkaCrudError):
     """An ``If-Match`` ETag that is not the user's current version; nothing was written."""
 
+    http_status = HTTPStatus.PRECONDITION_FAILED
+
+
+class WriteError(KafkaCrudError):
+    """Kafka did not acknowledge a write in time; it may or may not have landed."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    retry_after = 1
+
 
 class NotReadyError(KafkaCrudError):
     """The store has not yet applied the topic up to the end offsets taken at start."""
 
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+    retry_after = 1
+
 
 class CleanerTimeoutError(KafkaCrudError, TimeoutError):
     """The log cleaner did not get as far as expected within the timeout."""
+
+
+#: librdkafka codes that mean "no usable answer from the cluster", not "the cluster said no".
+_UNAVAILABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.BROKER_NOT_AVAILABLE,
+}
+_AUTHENTICATION = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._SSL,
+    KafkaError.ILLEGAL_SASL_STATE,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM,
+}
+_AUTHORIZATION = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+
+
+def kafka_error(err: KafkaError, doing: str, servers: str = "") -> KafkaCrudError:
+    """The kit error for a librdkafka error met while ``doing`` something, with what to do next."""
+    code = err.code()
+    where = f" at {servers}" if servers else ""
+    reason = err.str()
+    if code in _AUTHENTICATION:
+        return KafkaUnavailableError(
+            f"Kafka{where} refused the connection while {doing} ({reason}): check the security "
+            "settings and credentials in KAFKA_CRUD_CLIENT_CONFIG (security.protocol, sasl.*, ssl.*)"
+        )
+    if code in _AUTHORIZATION:
+        return KafkaOperationError(
+            f"Kafka{where} did not allow {doing} ({reason}): ask the cluster's admin for an ACL, "
+            "or use a topic you may use"
+        )
+    if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        return TopicNotFoundError(
+            f"The topic does not exist{where} ({doing}): create it first "
+            "(kafka.ensure_topic(...), or `kafka-crud serve`, which creates it)"
+        )
+    if code in _UNAVAILABLE:
+        return KafkaUnavailableError(
+            f"No answer from Kafka{where} while {doing} ({reason}): is the broker running and the "
+            "address right? Start one with `kafka-crud broker`, or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    return KafkaOperationError(f"Kafka{where} answered an error while {doing}: {reason}")
+
+
+@contextmanager
+def map_kafka_errors(doing: str, servers: str = "") -> Iterator[None]:
+    """Turn a ``KafkaException`` raised in the block into the kit error that says what to do."""
+    try:
+        yield
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None:
+            raise KafkaOperationError(f"Kafka failed while {doing}: {exc}") from exc
+        raise kafka_error(err, doing, servers) from exc

@@ -15,10 +15,9 @@ from types import TracebackType
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from .config import client_config
+from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import WriteError
 from .records import Position, User, validate_email
-from .topics import DEFAULT_TOPIC
 
 __all__ = ["UserProducer"]
 
@@ -29,7 +28,7 @@ class UserProducer:
     """Writes users to a compacted topic, synchronously and safely.
 
     Args:
-        bootstrap_servers: as in :func:`kafka_crud.client_config`.
+        kafka: the :class:`~kafka_crud.Kafka` connection (or an address; None: the environment's).
         topic: the topic to write to.
         timeout: seconds Kafka has to acknowledge a write (librdkafka's ``message.timeout.ms``);
             after that the write raises :class:`WriteError`.
@@ -39,7 +38,7 @@ class UserProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str | None = None,
+        kafka: KafkaLike = None,
         *,
         topic: str = DEFAULT_TOPIC,
         timeout: float = 10.0,
@@ -47,23 +46,14 @@ class UserProducer:
     ) -> None:
         self.topic = topic
         self.timeout = timeout
-        self._config = client_config(
-            bootstrap_servers,
-            **{
-                "acks": "all",
-                "enable.idempotence": True,
-                # A write waits for its acknowledgement: do not hold it back for batching.
-                "linger.ms": 0,
-                # After a broker restart, reconnect within a second, not librdkafka's 10 s backoff.
-                "reconnect.backoff.max.ms": 1000,
-                # The Java client's partitioner (murmur2 of the key), not librdkafka's CRC32 default:
-                # every client writing this topic must send a key to the same partition.
-                "partitioner": "murmur2_random",
-                "message.timeout.ms": int(timeout * 1000),
-                "logger": logging.getLogger("kafka_crud.librdkafka"),
-                **(config or {}),
-            },
-        )
+        self.kafka = Kafka.of(kafka)
+        self._settings: dict[str, object] = {
+            "enable.idempotence": True,
+            # A write waits for its acknowledgement: do not hold it back for batching.
+            "linger.ms": 0,
+            "message.timeout.ms": int(timeout * 1000),
+            **(config or {}),
+        }
         self._lock = threading.Lock()
         self._producer = self._new_producer()
         # Producers replaced after a fatal error, polled until they have answered every write
@@ -79,7 +69,7 @@ class UserProducer:
         def on_error(err: KafkaError) -> None:  # tells _on_error which producer the error is from
             self._on_error(err, producer)
 
-        producer = Producer({**self._config, "error_cb": on_error})
+        producer = self.kafka.producer(**self._settings, error_cb=on_error)
         return producer
 
     def _on_error(self, err: KafkaError, source: Producer | None) -> None:
@@ -114,10 +104,13 @@ class UserProducer:
         """Write a tombstone (null value) for ``email`` and return where it landed, once acknowledged."""
         return self.send(validate_email(email), None)
 
-    def send(self, key: str | bytes, value: bytes | None) -> Position:
+    def send(
+        self, key: str | bytes, value: bytes | None, *, headers: list[tuple[str, bytes]] | None = None,
+    ) -> Position:
         """Write one raw record and wait for its acknowledgement.
 
         ``value=None`` is a tombstone; ``value=b""`` is an ordinary, empty record.
+        ``headers``: (name, value) pairs stored with the record.
         Raises :class:`WriteError` when Kafka did not acknowledge it within ``timeout`` s.
         """
         if self._closed.is_set():
@@ -133,7 +126,7 @@ class UserProducer:
         with self._lock:
             producer = self._producer
         try:
-            producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+            producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         except BufferError:
             raise WriteError(
                 "The producer's queue is full: Kafka is not keeping up or not reachable; retry later"

@@ -4,8 +4,8 @@ Terms, used the same way everywhere in the kit:
 
 - **offset**: the position of a record within its partition, assigned by the broker, never
   reused. After compaction, offsets have gaps: survivors keep their offsets.
-- **end offset** (high watermark): the offset the *next* record of a partition will get, i.e.
-  the last offset + 1. It is not a count of records: on a compacted topic fewer remain.
+- **end offset** (high watermark): the offset after the last record a consumer may read (see
+  :mod:`kafka_crud.connection`). It is not a count of records: on a compacted topic fewer remain.
 - **tombstone**: a record whose value is null (``None``). It deletes its key. An *empty*
   value (``b""``) is not a tombstone: it is an ordinary record that compaction keeps.
 - **live**: the latest record of its key, and not a tombstone: the current value of that key.
@@ -62,6 +62,8 @@ class LogRecord:
     """The key (the user's email, UTF-8)."""
     value: bytes | None
     """The value; None for a tombstone."""
+    headers: list[tuple[str, bytes | None]] | None = None
+    """The record's headers as (name, value) pairs, in order; None when it has none."""
 
     @property
     def kind(self) -> RecordKind:
@@ -203,5 +205,5 @@ def classify(records: list[LogRecord]) -> list[tuple[RecordStatus, int | None]]:
             later[slot] = record.offset
         status: RecordStatus = "superseded" if newer is not None else ("tombstone" if record.value is None else "live")
         result.append((status, newer))
-    by_position = {(r.partition, r.offset): s for r, s in zip(newest_first, result)}
+    by_position = {(r.partition, r.offset): s for r, s in zip(newest_first, result, strict=True)}
     return [by_position[(r.partition, r.offset)] for r in records]

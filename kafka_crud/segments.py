@@ -25,25 +25,18 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from confluent_kafka.admin import ConfigResource
-
+from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import ConfigError
-from .topics import DEFAULT_TOPIC, admin_client
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = [
     "LogDirOption",
-    "SEGMENT_COLUMNS",
     "Segment",
     "cleaner_checkpoints",
     "list_segments",
     "local_log_dir",
     "resolve_log_dir",
-    "segments_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,13 +45,7 @@ log = logging.getLogger(__name__)
 #: machine), or ``None`` (do not read files: behave as with a remote broker).
 LogDirOption = str | os.PathLike[str] | Literal["auto"] | None
 
-SEGMENT_COLUMNS = (
-    "partition", "segment", "base_offset", "first_offset", "last_offset", "records", "tombstones",
-    "batches", "size_bytes", "active", "cleaned", "stamped", "delete_horizon",
-)
-
 _CHECKPOINT_FILE = "cleaner-offset-checkpoint"
-_ADMIN_TIMEOUT = 30.0
 
 # Record batch v2 header, big-endian: baseOffset, batchLength, partitionLeaderEpoch, magic, crc,
 # attributes, lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch,
@@ -208,31 +195,23 @@ def _meta_cluster_id(log_dir: Path) -> str | None:
     return None
 
 
-def _broker_log_dirs(bootstrap_servers: str | None) -> tuple[str, list[str]]:
+def _broker_log_dirs(kafka: Kafka) -> tuple[str, list[str]]:
     """The cluster id and every log dir the brokers report in their ``log.dirs`` setting."""
-    admin = admin_client(bootstrap_servers)
-    cluster = admin.describe_cluster(request_timeout=_ADMIN_TIMEOUT).result(timeout=_ADMIN_TIMEOUT)
+    cluster_id, brokers = kafka.broker_configs()
     dirs: list[str] = []
-    for node in cluster.nodes:
-        resource = ConfigResource(ConfigResource.Type.BROKER, str(node.id))
-        configs = admin.describe_configs([resource], request_timeout=_ADMIN_TIMEOUT)[resource].result(
-            timeout=_ADMIN_TIMEOUT
-        )
-        entry = configs.get("log.dirs")
-        value = entry.value if entry is not None and entry.value else None
-        if value is None and configs.get("log.dir") is not None:
-            value = configs["log.dir"].value
-        dirs.extend(d.strip() for d in (value or "").split(",") if d.strip())
-    return str(cluster.cluster_id), dirs
+    for configs in brokers.values():
+        value = configs.get("log.dirs") or configs.get("log.dir") or ""
+        dirs.extend(d.strip() for d in value.split(",") if d.strip())
+    return cluster_id, dirs
 
 
-def local_log_dir(bootstrap_servers: str | None = None) -> Path | None:
+def local_log_dir(kafka: KafkaLike = None) -> Path | None:
     """The broker's log dir when it is on this machine (the embedded broker), else None.
 
     Asks the broker for its ``log.dirs`` and accepts a folder only if it exists here and its
     ``meta.properties`` names the same cluster: a path that merely exists is not proof.
     """
-    cluster_id, dirs = _broker_log_dirs(bootstrap_servers)
+    cluster_id, dirs = _broker_log_dirs(Kafka.of(kafka))
     for raw in dirs:
         path = Path(raw)
         if _meta_cluster_id(path) == cluster_id:
@@ -241,17 +220,17 @@ def local_log_dir(bootstrap_servers: str | None = None) -> Path | None:
     return None
 
 
-def resolve_log_dir(log_dir: LogDirOption, bootstrap_servers: str | None = None) -> Path | None:
+def resolve_log_dir(log_dir: LogDirOption, kafka: KafkaLike = None) -> Path | None:
     """A path for ``log_dir``: itself, the local broker's for ``"auto"`` (None if remote), or None."""
     if log_dir is None:
         return None
     if isinstance(log_dir, str) and log_dir == "auto":
-        return local_log_dir(bootstrap_servers)
+        return local_log_dir(kafka)
     return Path(log_dir)
 
 
-def _require_log_dir(log_dir: LogDirOption, bootstrap_servers: str | None) -> Path:
-    path = resolve_log_dir(log_dir, bootstrap_servers)
+def _require_log_dir(log_dir: LogDirOption, kafka: KafkaLike) -> Path:
+    path = resolve_log_dir(log_dir, kafka)
     if path is None:
         raise ConfigError(
             "Segments can only be listed for the embedded broker: its log dir is on this machine. "
@@ -302,17 +281,17 @@ def _segment(topic: str, partition: int, path: Path, *, active: bool, cleaned_to
 
 
 def list_segments(
-    bootstrap_servers: str | None = None,
+    kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     *,
     log_dir: LogDirOption = "auto",
 ) -> list[Segment]:
     """Every segment of ``topic`` on disk now, by partition and base offset.
 
-    ``log_dir="auto"`` asks the broker at ``bootstrap_servers`` where its log is; a broker
-    whose log is not on this machine raises :class:`~kafka_crud.ConfigError`.
+    ``log_dir="auto"`` asks the broker where its log is; a broker whose log is not on this
+    machine raises :class:`~kafka_crud.ConfigError`.
     """
-    root = _require_log_dir(log_dir, bootstrap_servers)
+    root = _require_log_dir(log_dir, kafka)
     partitions = _partition_dirs(root, topic)
     if not partitions:
         raise ConfigError(
@@ -337,45 +316,3 @@ def list_segments(
                     raise
         result.extend(segments)
     return result
-
-
-def segments_frame(
-    bootstrap_servers: str | None = None,
-    topic: str = DEFAULT_TOPIC,
-    *,
-    log_dir: LogDirOption = "auto",
-    timestamps: bool = True,
-) -> pd.DataFrame:
-    """One row per segment: the columns of :data:`SEGMENT_COLUMNS` (see :class:`Segment`).
-
-    ``stamped`` says whether a batch carries a delete horizon; ``delete_horizon`` is that time
-    (UTC). ``timestamps=False`` leaves out ``delete_horizon``, for output that does not change
-    from run to run.
-    """
-    import pandas as pd  # when a table is built, not with the package
-
-    rows = [
-        {
-            "partition": s.partition,
-            "segment": s.path.name,
-            "base_offset": s.base_offset,
-            "first_offset": s.first_offset,
-            "last_offset": s.last_offset,
-            "records": s.records,
-            "tombstones": s.tombstones,
-            "batches": s.batches,
-            "size_bytes": s.size_bytes,
-            "active": s.active,
-            "cleaned": s.cleaned,
-            "stamped": s.delete_horizon_ms is not None,
-            "delete_horizon": s.delete_horizon_ms,
-        }
-        for s in list_segments(bootstrap_servers, topic, log_dir=log_dir)
-    ]
-    frame = pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
-    for column in ("first_offset", "last_offset", "tombstones"):
-        frame[column] = frame[column].astype("Int64")
-    frame["delete_horizon"] = pd.to_datetime(frame["delete_horizon"].astype("Int64"), unit="ms", utc=True)
-    if not timestamps:
-        frame = frame.drop(columns=["delete_horizon"])
-    return frame

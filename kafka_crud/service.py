@@ -15,12 +15,12 @@ import zlib
 from collections.abc import Callable
 from types import TracebackType
 
+from .connection import DEFAULT_PARTITIONS, DEFAULT_TOPIC, Kafka, KafkaLike
 from .consumer import Progress, StoreConsumer
 from .errors import NotReadyError, PreconditionFailedError
 from .producer import UserProducer
 from .records import Position, User, validate_email
 from .store import StoredUser, UserStore
-from .topics import DEFAULT_PARTITIONS, DEFAULT_TOPIC, ensure_topic
 
 __all__ = ["UserService"]
 
@@ -33,7 +33,7 @@ class UserService:
     """CRUD on users stored in a compacted Kafka topic.
 
     Args:
-        bootstrap_servers: as in :func:`kafka_crud.client_config`.
+        kafka: the :class:`~kafka_crud.Kafka` connection (or an address; None: the environment's).
         topic: the compacted topic; created with ``partitions`` partitions if missing.
         write_timeout: seconds a write may take to be acknowledged and applied.
         on_progress: called with a :class:`~kafka_crud.consumer.Progress` during the rebuild.
@@ -44,7 +44,7 @@ class UserService:
 
     def __init__(
         self,
-        bootstrap_servers: str | None = None,
+        kafka: KafkaLike = None,
         *,
         topic: str = DEFAULT_TOPIC,
         partitions: int = DEFAULT_PARTITIONS,
@@ -53,7 +53,7 @@ class UserService:
         read_your_writes: bool = True,
         paused: bool = False,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = Kafka.of(kafka)
         self.read_your_writes = read_your_writes
         self._paused = paused
         self.topic = topic
@@ -67,10 +67,10 @@ class UserService:
 
     def start(self) -> UserService:
         """Create the topic if needed, start rebuilding the store; returns before it is caught up."""
-        ensure_topic(self.bootstrap_servers, self.topic, partitions=self.partitions)
-        self._producer = UserProducer(self.bootstrap_servers, topic=self.topic, timeout=self.write_timeout)
+        self.kafka.ensure_topic(self.topic, partitions=self.partitions)
+        self._producer = UserProducer(self.kafka, topic=self.topic, timeout=self.write_timeout)
         self._consumer = StoreConsumer(
-            self.store, self.bootstrap_servers, on_progress=self._on_progress, paused=self._paused
+            self.store, self.kafka, on_progress=self._on_progress, paused=self._paused
         ).start()
         return self
 
@@ -107,6 +107,19 @@ class UserService:
     def wait_ready(self, timeout: float | None = None) -> UserService:
         self.consumer.wait_ready(timeout)
         return self
+
+    def wait_caught_up(self, timeout: float = 30.0) -> dict[int, int]:
+        """Wait until the store has applied every record now in the topic; return the applied offsets.
+
+        For records written by someone else (another instance, a plain producer): a write through
+        this service is applied before it returns.
+        """
+        deadline = time.monotonic() + timeout
+        for partition, (_, end) in self.kafka.watermarks(self.topic).items():
+            if end > 0:
+                left = max(0.0, deadline - time.monotonic())
+                self.store.wait_for(Position(self.topic, partition, end - 1), left)
+        return self.store.applied()
 
     def _require_ready(self) -> None:
         if not self.ready:

@@ -6,9 +6,10 @@ live; these views put the three side by side, say which record supersedes which,
 the log before and after the cleaner. The words (offset, end offset, live, superseded,
 tombstone) are those of :mod:`kafka_crud.records`.
 
-Everything here reads through :func:`kafka_crud.consumer.read_log` and the AdminClient; it
-never asks a running service. Columns come in a fixed order, and time columns can be left
-out (``timestamps=False``) for output that is the same from run to run.
+Views only draw: they take records, watermarks or group offsets that a
+:class:`~kafka_crud.Kafka` connection read (``records_frame(kafka.read_log(topic))``) and never
+talk to Kafka themselves. Columns come in a fixed order, and time columns can be left out
+(``timestamps=False``) for output that is the same from run to run.
 
 pandas is imported when a view is built, not with the package: ``import kafka_crud`` (and
 so the CLI and the server) stays quick. matplotlib is needed only for the plots
@@ -18,16 +19,14 @@ so the CLI and the server) stays quick. matplotlib is needed only for the plots
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
-
-from .consumer import read_log
-from .errors import ConfigError
 from .records import LogRecord, classify
-from .topics import DEFAULT_TOPIC, admin_client
+
+if TYPE_CHECKING:
+    from .connection import GroupOffset, Watermarks
+    from .segments import Segment
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,17 +40,17 @@ __all__ = [
     "COMPARE_COLUMNS",
     "GROUP_COLUMNS",
     "LOG_COLUMNS",
+    "SEGMENT_COLUMNS",
     "STATUS_COLOURS",
     "WATERMARK_COLUMNS",
     "compare_frame",
     "groups_frame",
-    "log_frame",
     "plot_compaction",
     "plot_log",
     "records_frame",
+    "segments_frame",
     "style_log",
     "users_frame",
-    "watermarks",
     "watermarks_frame",
 ]
 
@@ -63,6 +62,11 @@ COMPARE_COLUMNS = ("partition", "offset", "key", "value", "kind", "status", "out
 WATERMARK_COLUMNS = (
     "partition", "low", "high", "high_minus_low", "records", "live_keys", "superseded", "tombstones",
 )
+#: Columns of :func:`segments_frame`.
+SEGMENT_COLUMNS = (
+    "partition", "segment", "base_offset", "first_offset", "last_offset", "records", "tombstones",
+    "batches", "size_bytes", "active", "cleaned", "stamped", "delete_horizon",
+)
 #: Columns of :func:`groups_frame`.
 GROUP_COLUMNS = ("group", "topic", "partition", "committed", "end_offset", "lag")
 
@@ -73,9 +77,6 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {
     "tombstone": ("#f8d7da", "#842029"),
 }
 _MARKER_COLOURS = {"live": "#198754", "superseded": "#adb5bd", "tombstone": "#dc3545"}
-
-_TIMEOUT = 30.0
-
 
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
@@ -122,17 +123,6 @@ def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True) -> p
     return frame if timestamps else frame.drop(columns=["timestamp"])
 
 
-def log_frame(
-    bootstrap_servers: str | None = None,
-    topic: str = DEFAULT_TOPIC,
-    *,
-    timestamps: bool = True,
-    timeout: float = 60.0,
-) -> pd.DataFrame:
-    """Every record now in ``topic`` (see :func:`records_frame`), by partition and offset."""
-    return records_frame(read_log(bootstrap_servers, topic, timeout=timeout), timestamps=timestamps)
-
-
 def compare_frame(
     before: Iterable[LogRecord], after: Iterable[LogRecord], *, timestamps: bool = False
 ) -> pd.DataFrame:
@@ -167,63 +157,25 @@ def compare_frame(
     return frame if timestamps else frame.drop(columns=["timestamp"])
 
 
-def _partitions(admin: AdminClient, topic: str) -> list[int] | None:
-    """The topic's partitions, or None when it does not exist."""
-    info = admin.list_topics(topic=topic, timeout=_TIMEOUT).topics.get(topic)
-    if info is None or info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-        return None
-    if info.error is not None:
-        raise KafkaException(info.error)
-    return sorted(info.partitions)
-
-
-def _list_offsets(admin: AdminClient, topic: str, partitions: Iterable[int], spec: OffsetSpec) -> dict[int, int]:
-    request = {TopicPartition(topic, p): spec for p in partitions}
-    if not request:
-        return {}
-    futures = admin.list_offsets(request, request_timeout=_TIMEOUT)
-    return {tp.partition: future.result(timeout=_TIMEOUT).offset for tp, future in futures.items()}
-
-
-def watermarks(bootstrap_servers: str | None = None, topic: str = DEFAULT_TOPIC) -> dict[int, tuple[int, int]]:
-    """Per partition (low, high): the log start offset and the end offset (last offset + 1).
-
-    Raises :class:`~kafka_crud.ConfigError` when the topic does not exist.
-    """
-    admin = admin_client(bootstrap_servers)
-    partitions = _partitions(admin, topic)
-    if partitions is None:
-        raise ConfigError(
-            f"Topic {topic!r} does not exist: create it first "
-            "(kafka_crud.ensure_topic, or start `kafka-crud serve`, which creates it)"
-        )
-    low = _list_offsets(admin, topic, partitions, OffsetSpec.earliest())
-    high = _list_offsets(admin, topic, partitions, OffsetSpec.latest())
-    return {p: (low[p], high[p]) for p in partitions}
-
-
-def watermarks_frame(
-    bootstrap_servers: str | None = None,
-    topic: str = DEFAULT_TOPIC,
-    *,
-    timeout: float = 60.0,
-) -> pd.DataFrame:
+def watermarks_frame(marks: Mapping[int, Watermarks], records: Iterable[LogRecord]) -> pd.DataFrame:
     """Per partition: the watermarks Kafka UIs count with, beside what is really there.
 
+    ``marks`` come from :meth:`Kafka.watermarks <kafka_crud.Kafka.watermarks>`, ``records``
+    from :meth:`Kafka.read_log <kafka_crud.Kafka.read_log>` read *after* them (records at or
+    beyond a partition's ``high`` are left out, so the two agree).
+
     ``low`` is the log start offset (compaction does not move it: it stays 0 even when the
-    first records are gone), ``high`` the end offset (last offset + 1), ``high_minus_low``
-    what a UI shows as "messages". ``records`` are the records actually in the log below
-    ``high``; of them ``live_keys`` are the current values of their keys (exact: the number of
-    keys a reader rebuilding the table ends up with, an empty value included), the others are
-    ``superseded`` or latest-of-their-key ``tombstones``.
+    first records are gone), ``high`` the end offset, ``high_minus_low`` what a UI shows as
+    "messages". ``records`` are the records actually in the log below ``high``; of them
+    ``live_keys`` are the current values of their keys (exact: the number of keys a reader
+    rebuilding the table ends up with, an empty value included), the others are ``superseded``
+    or latest-of-their-key ``tombstones``.
     """
     import pandas as pd
 
-    marks = watermarks(bootstrap_servers, topic)
-    # Read after taking the watermarks and keep what is below them: one consistent snapshot.
-    records = [r for r in read_log(bootstrap_servers, topic, timeout=timeout) if r.offset < marks[r.partition][1]]
+    below = [r for r in records if r.partition in marks and r.offset < marks[r.partition].high]
     counts = {p: {"records": 0, "live": 0, "superseded": 0, "tombstone": 0} for p in marks}
-    for record, (status, _) in zip(records, classify(records)):
+    for record, (status, _) in zip(below, classify(below), strict=True):
         counts[record.partition]["records"] += 1
         counts[record.partition][status] += 1
     rows = [
@@ -237,59 +189,63 @@ def watermarks_frame(
     return pd.DataFrame(rows, columns=list(WATERMARK_COLUMNS)).astype("int64")
 
 
-def groups_frame(
-    bootstrap_servers: str | None = None,
-    *,
-    groups: Iterable[str] | None = None,
-    topic: str | None = None,
-) -> pd.DataFrame:
-    """Consumer groups' committed offsets and lag, one row per (group, topic, partition).
+def groups_frame(offsets: Iterable[GroupOffset]) -> pd.DataFrame:
+    """Consumer groups' committed offsets and lag, from :meth:`Kafka.group_offsets <kafka_crud.Kafka.group_offsets>`.
 
-    ``committed`` is the offset the group will resume from (the next record to read, not the
-    last one read); ``lag`` = ``end_offset`` - ``committed``: offsets, not records, still to
-    read (on a compacted topic, fewer records than that may remain). Every partition of a
-    topic the group has committed on is listed; ``<NA>`` where it has no commit.
-
-    ``groups``: by default every group the broker knows. ``topic``: only that topic.
-    The kit's own readers assign partitions and never commit: they are not groups.
+    One row per (group, topic, partition). ``committed`` is the offset the group will resume
+    from (the next record to read, not the last one read); ``lag`` = ``end_offset`` -
+    ``committed``: offsets, not records, still to read (on a compacted topic, fewer records
+    than that may remain); ``<NA>`` where the group has no commit.
     """
     import pandas as pd
 
-    admin = admin_client(bootstrap_servers)
-    if groups is None:
-        listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result(timeout=_TIMEOUT)
-        groups = sorted(g.group_id for g in listing.valid)
-    committed: dict[tuple[str, str, int], int | None] = {}
-    for group in groups:
-        request = [ConsumerGroupTopicPartitions(group)]
-        answer = admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT)[group].result(timeout=_TIMEOUT)
-        for tp in answer.topic_partitions or []:
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-            if topic is None or tp.topic == topic:
-                committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
-    ends: dict[tuple[str, int], int | None] = {}
-    for name in sorted({t for _, t, _ in committed}):
-        partitions = _partitions(admin, name)
-        if partitions is None:  # deleted since the group committed: no end offset any more
-            ends.update({(t, p): None for _, t, p in committed if t == name})
-        else:
-            ends.update({(name, p): end for p, end in _list_offsets(admin, name, partitions, OffsetSpec.latest()).items()})
-    rows = []
-    for group in sorted({g for g, _, _ in committed}):
-        for name in sorted({t for g, t, _ in committed if g == group}):
-            for (t, partition), end in sorted(ends.items()):
-                if t != name:
-                    continue
-                offset = committed.get((group, name, partition))
-                rows.append({
-                    "group": group, "topic": name, "partition": partition, "committed": offset,
-                    "end_offset": end, "lag": None if offset is None or end is None else end - offset,
-                })
+    rows = [
+        {
+            "group": o.group, "topic": o.topic, "partition": o.partition, "committed": o.committed,
+            "end_offset": o.end_offset, "lag": o.lag,
+        }
+        for o in sorted(offsets, key=lambda o: (o.group, o.topic, o.partition))
+    ]
     frame = pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
     for column in ("committed", "end_offset", "lag"):
         frame[column] = frame[column].astype("Int64")
     frame["partition"] = frame["partition"].astype("int64")
+    return frame
+
+
+def segments_frame(segments: Iterable[Segment], *, timestamps: bool = True) -> pd.DataFrame:
+    """One row per segment from :func:`~kafka_crud.list_segments`: the columns of :data:`SEGMENT_COLUMNS`.
+
+    ``stamped`` says whether a batch carries a delete horizon; ``delete_horizon`` is that time
+    (UTC). ``timestamps=False`` leaves out ``delete_horizon``, for output that does not change
+    from run to run.
+    """
+    import pandas as pd  # when a table is built, not with the package
+
+    rows = [
+        {
+            "partition": s.partition,
+            "segment": s.path.name,
+            "base_offset": s.base_offset,
+            "first_offset": s.first_offset,
+            "last_offset": s.last_offset,
+            "records": s.records,
+            "tombstones": s.tombstones,
+            "batches": s.batches,
+            "size_bytes": s.size_bytes,
+            "active": s.active,
+            "cleaned": s.cleaned,
+            "stamped": s.delete_horizon_ms is not None,
+            "delete_horizon": s.delete_horizon_ms,
+        }
+        for s in segments
+    ]
+    frame = pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
+    for column in ("first_offset", "last_offset", "tombstones"):
+        frame[column] = frame[column].astype("Int64")
+    frame["delete_horizon"] = pd.to_datetime(frame["delete_horizon"].astype("Int64"), unit="ms", utc=True)
+    if not timestamps:
+        frame = frame.drop(columns=["delete_horizon"])
     return frame
 
 

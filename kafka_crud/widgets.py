@@ -24,13 +24,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
-from confluent_kafka import KafkaException
 
-from .consumer import read_log
+from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import KafkaCrudError
 from .records import Position, User
 from .service import UserService
-from .topics import DEFAULT_TOPIC
 from .views import records_frame, style_log, users_frame
 
 if TYPE_CHECKING:
@@ -120,7 +118,7 @@ class UserEditor(widgets.VBox):
         try:
             message = action()
             self._show(message, error=False)
-        except (KafkaCrudError, KafkaException) as exc:
+        except KafkaCrudError as exc:
             log.info("The editor's write failed: %s", exc)
             self._show(str(exc), error=True)
         if self.last_position != before:
@@ -159,8 +157,8 @@ class LogView(widgets.HTML):
     partition and offset order.
     """
 
-    def __init__(self, bootstrap_servers: str | None = None, topic: str = DEFAULT_TOPIC, *, max_rows: int = 30) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, kafka: KafkaLike = None, topic: str = DEFAULT_TOPIC, *, max_rows: int = 30) -> None:
+        self.kafka = Kafka.of(kafka)
         self.topic = topic
         self.max_rows = max_rows
         super().__init__(value="")
@@ -169,7 +167,12 @@ class LogView(widgets.HTML):
 
     def refresh(self) -> None:
         """Read the topic again and show it."""
-        frame = records_frame(read_log(self.bootstrap_servers, self.topic), timestamps=True)
+        try:
+            records = self.kafka.read_log(self.topic)
+        except KafkaCrudError as exc:
+            self.value = f"<b>Log</b><br><i>{html.escape(str(exc))}</i>"
+            return
+        frame = records_frame(records, timestamps=True)
         total = len(frame)
         if total > self.max_rows:
             frame = frame.nlargest(self.max_rows, "timestamp").sort_values(["partition", "offset"])
@@ -188,7 +191,7 @@ class CrudPanel(widgets.VBox):
         self.editor = UserEditor(svc)
         # Not .log: every widget has a .log trait (its logger).
         self.state_view = StateView(svc)
-        self.log_view = LogView(svc.bootstrap_servers, svc.topic, max_rows=max_rows)
+        self.log_view = LogView(svc.kafka, svc.topic, max_rows=max_rows)
         self.refresh_button = widgets.Button(description="Refresh", tooltip="Read the state and the log again")
         self.refresh_button.add_class("kafka-crud-refresh")
         self.refresh_button.on_click(lambda _: self.refresh())

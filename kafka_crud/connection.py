@@ -1,0 +1,515 @@
+"""One connection to one Kafka cluster: every client the kit opens is built here.
+
+    kafka = connect()                      # KAFKA_BOOTSTRAP_SERVERS + KAFKA_CRUD_CLIENT_CONFIG
+    kafka.ensure_topic("user")
+    kafka.read_log("user")                 # every record now in the topic
+    kafka.watermarks("user")               # {partition: Watermarks(low, high)}
+
+A :class:`Kafka` resolves the address and the extra librdkafka settings once, owns one
+AdminClient (created on first use), builds producers and consumers with the kit's defaults
+(the logger, the reconnect backoff, the partitioner), and is the one home of topic
+administration and of offset and metadata reads. Every librdkafka error raised here reaches
+you as a kit error (:mod:`kafka_crud.errors`) that names the address and what to do.
+
+Words, used the same way everywhere in the kit (see :mod:`kafka_crud.records` for the records'):
+
+- **log start offset** (``low``): the first offset still in the partition. Compaction does not
+  move it: it stays 0 even when the first records have been cleaned away.
+- **end offset** (``high``, the high watermark): the offset after the last record a consumer
+  may read. With one in-sync replica, as on the embedded broker, it is also the log end offset,
+  the offset the next record will get; on a replicated cluster the leader may hold records
+  beyond it that are not yet on every in-sync replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    OffsetSpec,
+)
+
+from .config import client_config
+from .errors import (
+    ConfigError,
+    KafkaUnavailableError,
+    NotReadyError,
+    TopicNotCompactedError,
+    TopicNotFoundError,
+    map_kafka_errors,
+)
+from .records import LogRecord
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_TOPIC",
+    "TEACHING_TOPIC_CONFIG",
+    "GroupOffset",
+    "Kafka",
+    "KafkaLike",
+    "Watermarks",
+    "connect",
+]
+
+log = logging.getLogger(__name__)
+_librdkafka_log = logging.getLogger("kafka_crud.librdkafka")
+
+DEFAULT_TOPIC = "user"
+DEFAULT_PARTITIONS = 3
+
+#: Settings for a compacted topic whose cleaning you can watch: any dirty record makes a
+#: segment cleanable, no compaction lag, tombstones kept 10 s after their first cleaning.
+#: A segment still rolls only on the first append after ``segment.ms`` (10 minutes): until
+#: then the cleaner has nothing it may clean (:func:`kafka_crud.compact` rolls it at once).
+TEACHING_TOPIC_CONFIG: dict[str, str] = {
+    "cleanup.policy": "compact",
+    "min.cleanable.dirty.ratio": "0.01",
+    "min.compaction.lag.ms": "0",
+    "delete.retention.ms": "10000",
+    "segment.ms": "600000",
+}
+
+# A partition just created, or a broker just restarted, answers these until its leader is up.
+_LEADER_NOT_READY = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
+class Watermarks(NamedTuple):
+    """A partition's offsets as the broker reports them."""
+
+    low: int
+    """The log start offset: the first offset still in the partition."""
+    high: int
+    """The end offset (high watermark): the offset after the last record a consumer may read."""
+
+
+class GroupOffset(NamedTuple):
+    """Where a consumer group stands in one partition."""
+
+    group: str
+    """The group id."""
+    topic: str
+    """The topic."""
+    partition: int
+    """The partition."""
+    committed: int | None
+    """The offset the group resumes from (the next record to read); None without a commit."""
+    end_offset: int | None
+    """The partition's end offset; None when the topic is gone since the group committed."""
+
+    @property
+    def lag(self) -> int | None:
+        """Offsets (not records: compaction leaves gaps) between ``committed`` and the end."""
+        return None if self.committed is None or self.end_offset is None else self.end_offset - self.committed
+
+
+class Kafka:
+    """A connection to one Kafka cluster, shared by every client the kit opens on it.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port]``; by default ``KAFKA_BOOTSTRAP_SERVERS``.
+        config: librdkafka settings on top of ``KAFKA_CRUD_CLIENT_CONFIG`` (dotted names).
+        timeout: seconds a metadata or admin request may take before a
+            :class:`~kafka_crud.KafkaUnavailableError` says Kafka did not answer.
+        environment: read ``KAFKA_BOOTSTRAP_SERVERS`` and ``KAFKA_CRUD_CLIENT_CONFIG``; the
+            embedded broker's connection does not (its listener is plain TCP on loopback).
+
+    Thread-safe: librdkafka clients may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        config: Mapping[str, object] | None = None,
+        timeout: float = 10.0,
+        environment: bool = True,
+    ) -> None:
+        if environment:
+            self._config = client_config(bootstrap_servers, **dict(config or {}))
+        elif not bootstrap_servers:
+            raise ConfigError("Kafka(environment=False) needs bootstrap_servers")
+        else:
+            self._config = {"bootstrap.servers": bootstrap_servers, **dict(config or {})}
+        self.bootstrap_servers: str = str(self._config["bootstrap.servers"])
+        """The address every client of this connection uses."""
+        self.timeout = timeout
+        self._admin: AdminClient | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, kafka: KafkaLike = None) -> Kafka:
+        """``kafka`` itself, or a connection to the address it names (None: the environment's)."""
+        return kafka if isinstance(kafka, Kafka) else cls(kafka)
+
+    def __repr__(self) -> str:
+        return f"<Kafka {self.bootstrap_servers}>"
+
+    # -- clients -----------------------------------------------------------------------------
+    def client_config(self, **overrides: object) -> dict[str, object]:
+        """librdkafka settings for a client of this connection; ``overrides`` use dotted names."""
+        return {
+            **self._config,
+            # librdkafka logs through `logging`, not straight to stderr (a notebook's output).
+            "logger": _librdkafka_log,
+            # After a broker restart, reconnect within a second, not librdkafka's 10 s backoff.
+            "reconnect.backoff.max.ms": 1000,
+            **overrides,
+        }
+
+    @property
+    def admin(self) -> AdminClient:
+        """This connection's AdminClient, created on first use."""
+        with self._lock:
+            if self._admin is None:
+                self._admin = AdminClient(self.client_config())
+            return self._admin
+
+    def producer(self, **overrides: object) -> Producer:
+        """A raw confluent-kafka Producer with the kit's defaults: acks=all, murmur2 like Java's.
+
+        The partitioner is the Java client's (murmur2 of the key), not librdkafka's CRC32
+        default: every client that writes a topic must send a key to the same partition.
+        """
+        return Producer(self.client_config(**{"acks": "all", "partitioner": "murmur2_random", **overrides}))
+
+    def consumer(self, **overrides: object) -> Consumer:
+        """A raw Consumer for reading by assignment: a throwaway group id, no commits, EOF events."""
+        return Consumer(self.client_config(**{
+            # Required by the client, never used: partitions are assigned, offsets not committed.
+            "group.id": f"kafka-crud-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            **overrides,
+        }))
+
+    def errors(self, doing: str) -> Any:
+        """A context manager that turns librdkafka errors into kit errors naming this address."""
+        return map_kafka_errors(doing, self.bootstrap_servers)
+
+    # -- metadata ------------------------------------------------------------------------------
+    def partitions(self, topic: str) -> list[int] | None:
+        """The topic's partition numbers, or None when it does not exist."""
+        with self.errors(f"reading the metadata of {topic!r}"):
+            metadata = self.admin.list_topics(topic=topic, timeout=self.timeout)
+        info = metadata.topics.get(topic)
+        if info is None or (info.error is not None and info.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return None
+        if info.error is not None:
+            with self.errors(f"reading the metadata of {topic!r}"):
+                raise KafkaException(info.error)
+        return sorted(info.partitions)
+
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions ``topic`` has, or None when it does not exist."""
+        partitions = self.partitions(topic)
+        return None if partitions is None else len(partitions)
+
+    def require_partitions(self, topic: str) -> list[int]:
+        """The topic's partitions; :class:`~kafka_crud.TopicNotFoundError` when it does not exist."""
+        partitions = self.partitions(topic)
+        if partitions is None:
+            raise TopicNotFoundError(
+                f"Topic {topic!r} does not exist on {self.bootstrap_servers}: create it first "
+                "(kafka.ensure_topic(...), or start `kafka-crud serve`, which creates it)"
+            )
+        return partitions
+
+    def watermarks(self, topic: str) -> dict[int, Watermarks]:
+        """Per partition (in order): the log start offset and the end offset. The kit's one way to read them."""
+        partitions = self.require_partitions(topic)
+        low = self._list_offsets(topic, partitions, OffsetSpec.earliest())
+        high = self._list_offsets(topic, partitions, OffsetSpec.latest())
+        return {p: Watermarks(low[p], high[p]) for p in partitions}
+
+    def _list_offsets(self, topic: str, partitions: list[int], spec: OffsetSpec) -> dict[int, int]:
+        request = {TopicPartition(topic, p): spec for p in partitions}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                futures = self.admin.list_offsets(request, request_timeout=self.timeout)
+                return {tp.partition: f.result(timeout=self.timeout).offset for tp, f in futures.items()}
+            except KafkaException as exc:
+                if exc.args[0].code() not in _LEADER_NOT_READY or time.monotonic() > deadline:
+                    with self.errors(f"reading the offsets of {topic!r}"):
+                        raise
+            time.sleep(0.1)
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """The topic's effective configuration (its own settings over the broker's defaults)."""
+        return {name: entry.value for name, entry in self._describe(topic).items()}
+
+    def _describe(self, topic: str) -> dict[str, ConfigEntry]:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        with self.errors(f"reading the configuration of {topic!r}"):
+            future = self.admin.describe_configs([resource], request_timeout=self.timeout)[resource]
+            result: dict[str, ConfigEntry] = future.result(timeout=self.timeout)
+        return result
+
+    def own_topic_config(self, topic: str) -> dict[str, str]:
+        """Only the settings set on the topic itself, not those it inherits from the broker."""
+        return {
+            name: entry.value for name, entry in self._describe(topic).items()
+            if getattr(entry.source, "value", entry.source) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+        }
+
+    def broker_configs(self) -> tuple[str, dict[int, dict[str, str]]]:
+        """The cluster id, and every broker's settings by node id."""
+        with self.errors("describing the cluster"):
+            cluster = self.admin.describe_cluster(request_timeout=self.timeout).result(timeout=self.timeout)
+            configs: dict[int, dict[str, str]] = {}
+            for node in cluster.nodes:
+                resource = ConfigResource(ConfigResource.Type.BROKER, str(node.id))
+                entries = self.admin.describe_configs([resource], request_timeout=self.timeout)[resource]
+                configs[node.id] = {k: e.value for k, e in entries.result(timeout=self.timeout).items()}
+        return str(cluster.cluster_id), configs
+
+    def ping(self) -> int:
+        """How many brokers answer; :class:`~kafka_crud.KafkaUnavailableError` when none does."""
+        with self.errors("asking for the cluster's metadata"):
+            brokers = self.admin.list_topics(timeout=self.timeout).brokers
+        if not brokers:
+            raise KafkaUnavailableError(f"No broker answered at {self.bootstrap_servers}")
+        return len(brokers)
+
+    def group_offsets(self, groups: Iterable[str] | None = None, *, topic: str | None = None) -> list[GroupOffset]:
+        """Consumer groups' committed offsets beside the end offsets, for every partition of each
+        topic a group has committed on (``topic``: only that one; ``groups``: by default every
+        group the broker knows). The kit's own readers assign partitions and never commit: they
+        are not groups.
+        """
+        with self.errors("listing consumer groups"):
+            if groups is None:
+                listing = self.admin.list_consumer_groups(request_timeout=self.timeout).result(timeout=self.timeout)
+                groups = sorted(g.group_id for g in listing.valid)
+            committed: dict[tuple[str, str, int], int | None] = {}
+            for group in groups:
+                request = [ConsumerGroupTopicPartitions(group)]
+                futures = self.admin.list_consumer_group_offsets(request, request_timeout=self.timeout)
+                for tp in futures[group].result(timeout=self.timeout).topic_partitions or []:
+                    if tp.error is not None:
+                        raise KafkaException(tp.error)
+                    if topic is None or tp.topic == topic:
+                        committed[(group, tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        result: list[GroupOffset] = []
+        for name in sorted({t for _, t, _ in committed}):
+            try:
+                ends: dict[int, int | None] = {p: w.high for p, w in self.watermarks(name).items()}
+            except TopicNotFoundError:  # deleted since the group committed
+                ends = {p: None for _, t, p in committed if t == name}
+            for group in sorted({g for g, t, _ in committed if t == name}):
+                for partition, end in ends.items():
+                    result.append(GroupOffset(group, name, partition, committed.get((group, name, partition)), end))
+        return result
+
+    # -- topics --------------------------------------------------------------------------------
+    def create_topic(
+        self, topic: str, *, partitions: int = DEFAULT_PARTITIONS, config: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable."""
+        settings = {**TEACHING_TOPIC_CONFIG, **(config or {})}
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=settings)
+        with self.errors(f"creating topic {topic!r}"):
+            self.admin.create_topics([new], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
+        self._wait_until(lambda: self.partition_count(topic) == partitions, f"topic {topic!r} to appear")
+
+    def ensure_topic(
+        self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
+        config: Mapping[str, str] | None = None,
+    ) -> int:
+        """Make sure ``topic`` exists and is compacted; return its partition count.
+
+        A missing topic is created with the teaching settings. An existing topic is left as it
+        is, but one whose ``cleanup.policy`` is not compact raises :class:`TopicNotCompactedError`:
+        using it as a table would lose users when retention deletes old segments.
+        """
+        count = self.partition_count(topic)
+        if count is None:
+            try:
+                self.create_topic(topic, partitions=partitions, config=config)
+                log.info("Created compacted topic %r with %d partitions", topic, partitions)
+                return partitions
+            except ConfigError:
+                raise
+            except Exception as exc:  # created meanwhile by someone else: use theirs
+                if not _already_exists(exc):
+                    raise
+                count = self.partition_count(topic) or partitions
+        self.require_compacted(topic)
+        return count
+
+    def require_compacted(self, topic: str) -> None:
+        """Raise :class:`TopicNotCompactedError` unless ``topic``'s cleanup.policy includes compact."""
+        policy = self.topic_config(topic).get("cleanup.policy", "")
+        if "compact" not in policy.split(","):
+            raise TopicNotCompactedError(
+                f"Topic {topic!r} exists with cleanup.policy={policy!r}, not compact: retention would delete "
+                "users and the cleaner never compacts it. Use another topic, or make it compacted yourself: "
+                f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+                "--add-config cleanup.policy=compact"
+            )
+
+    def delete_topic(self, topic: str) -> None:
+        """Delete ``topic`` if it exists and wait until it is gone."""
+        try:
+            with self.errors(f"deleting topic {topic!r}"):
+                self.admin.delete_topics([topic], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
+        except TopicNotFoundError:
+            pass
+        self._wait_until(lambda: self.partition_count(topic) is None, f"topic {topic!r} to be deleted")
+
+    def reset_topic(
+        self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
+        config: Mapping[str, str] | None = None,
+    ) -> None:
+        """Delete and re-create ``topic``: a clean, empty compacted topic for a demo."""
+        self.delete_topic(topic)
+        # Creating a topic right after deleting it can race the deletion's cleanup on the broker.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self.create_topic(topic, partitions=partitions, config=config)
+                return
+            except Exception as exc:
+                if not _already_exists(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def alter_topic_config(self, topic: str, settings: Mapping[str, str | None]) -> None:
+        """Set (or, for None, remove) topic settings; returns once the broker reports them."""
+        entries = [
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            if value is not None
+            else ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
+            for name, value in settings.items()
+        ]
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
+        with self.errors(f"changing the configuration of {topic!r}"):
+            for future in self.admin.incremental_alter_configs([resource], request_timeout=self.timeout).values():
+                future.result(timeout=self.timeout)
+        wanted = {name: value for name, value in settings.items() if value is not None}
+
+        def applied() -> bool:
+            now = self.topic_config(topic)
+            return all(_same(now.get(name), value) for name, value in wanted.items())
+
+        self._wait_until(applied, f"the broker to apply {wanted} to {topic!r}")
+
+    def _wait_until(self, check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(
+                    f"Timed out after {timeout:.0f} s waiting for {what} on {self.bootstrap_servers}: "
+                    "is the broker healthy?"
+                )
+            time.sleep(0.05)
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> list[LogRecord]:
+        """Every record now in ``topic``, partition by partition, oldest first.
+
+        Reads up to the end offsets taken when called; records written meanwhile are left out.
+        """
+        return list(self.iter_log(topic, timeout=timeout))
+
+    def iter_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> Iterator[LogRecord]:
+        """:meth:`read_log`, one record at a time, partition by partition, with one consumer."""
+        targets = self.watermarks(topic)
+        pending = [(p, high) for p, (low, high) in targets.items() if high > low]
+        if not pending:
+            return
+        consumer = self.consumer()
+        try:
+            deadline = time.monotonic() + timeout
+            for partition, end in pending:
+                consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+                yield from self._read_partition(consumer, topic, partition, end, deadline, timeout)
+        finally:
+            consumer.close()
+
+    def _read_partition(
+        self, consumer: Consumer, topic: str, partition: int, end: int, deadline: float, timeout: float,
+    ) -> Iterator[LogRecord]:
+        while True:
+            if time.monotonic() > deadline:
+                raise NotReadyError(
+                    f"Reading {topic!r} did not reach the end offset {end} of partition {partition} "
+                    f"within {timeout:.0f} s: is the broker healthy?"
+                )
+            with self.errors(f"reading {topic!r}"):
+                batch = consumer.consume(num_messages=10_000, timeout=0.2)
+            for msg in batch:
+                if msg.partition() != partition:
+                    continue  # fetched for the previous assignment
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        with self.errors(f"reading {topic!r}"):
+                            raise KafkaException(err)
+                    if msg.offset() >= end:
+                        return
+                    continue
+                offset = msg.offset()
+                if offset >= end:
+                    return
+                _, timestamp = msg.timestamp()
+                yield LogRecord(topic, partition, offset, timestamp, msg.key(), msg.value(), msg.headers())
+                if offset + 1 >= end:
+                    return
+
+
+#: What every public function that talks to Kafka accepts: a connection, an address, or None.
+KafkaLike = Kafka | str | None
+
+
+def connect(bootstrap_servers: str | None = None, **config: object) -> Kafka:
+    """A :class:`Kafka` connection: to ``bootstrap_servers``, else ``KAFKA_BOOTSTRAP_SERVERS``.
+
+    ``config``: extra librdkafka settings, e.g. ``connect(**{"security.protocol": "SSL"})``.
+    """
+    return Kafka(bootstrap_servers, config=config)
+
+
+def _already_exists(exc: BaseException) -> bool:
+    cause = exc.__cause__ if not isinstance(exc, KafkaException) else exc
+    return (
+        isinstance(cause, KafkaException)
+        and isinstance(cause.args[0], KafkaError)
+        and cause.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+    )
+
+
+def _same(reported: str | None, wanted: str) -> bool:
+    """Whether the broker reports ``wanted`` (it writes a ratio of "0" as "0.0")."""
+    if reported == wanted:
+        return True
+    try:
+        return reported is not None and float(reported) == float(wanted)
+    except ValueError:
+        return False
