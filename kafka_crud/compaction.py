@@ -175,7 +175,8 @@ def _append(kafka: Kafka, topic: str, partitions: Iterable[int], key: str, value
             errors.append(err)
         else:
             offset, partition = msg.offset(), msg.partition()
-            assert offset is not None and partition is not None
+            assert offset is not None
+            assert partition is not None
             offsets[partition] = offset
 
     wanted = sorted(set(partitions))
@@ -231,7 +232,9 @@ def roll_segments(
             markers.update(appended)
             if root is None:
                 break
-            pending = [p for p, offset in appended.items() if not (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()]
+            pending = [
+                p for p, offset in appended.items() if not (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()
+            ]
             if pending and time.monotonic() > deadline:
                 raise CleanerTimeoutError(
                     f"Partitions {pending} of {topic!r} did not roll within {timeout:.0f} s: is the broker healthy?"

@@ -170,7 +170,7 @@ class Kafka:
         return f"<Kafka {self.bootstrap_servers}>"
 
     # -- clients -----------------------------------------------------------------------------
-    def client_config(self, **overrides: object) -> dict[str, object]:
+    def client_config(self, **overrides: object) -> dict[str, Any]:
         """librdkafka settings for a client of this connection; ``overrides`` use dotted names."""
         return {
             **self._config,
@@ -243,8 +243,8 @@ class Kafka:
     def watermarks(self, topic: str) -> dict[int, Watermarks]:
         """Per partition (in order): the log start offset and the end offset. The kit's one way to read them."""
         partitions = self.require_partitions(topic)
-        low = self._list_offsets(topic, partitions, OffsetSpec.earliest())
-        high = self._list_offsets(topic, partitions, OffsetSpec.latest())
+        low = self._list_offsets(topic, partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        high = self._list_offsets(topic, partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         return {p: Watermarks(low[p], high[p]) for p in partitions}
 
     def _list_offsets(self, topic: str, partitions: list[int], spec: OffsetSpec) -> dict[int, int]:
@@ -262,7 +262,7 @@ class Kafka:
 
     def topic_config(self, topic: str) -> dict[str, str]:
         """The topic's effective configuration (its own settings over the broker's defaults)."""
-        return {name: entry.value for name, entry in self._describe(topic).items()}
+        return {name: entry.value or "" for name, entry in self._describe(topic).items()}
 
     def _describe(self, topic: str) -> dict[str, ConfigEntry]:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
@@ -274,7 +274,7 @@ class Kafka:
     def own_topic_config(self, topic: str) -> dict[str, str]:
         """Only the settings set on the topic itself, not those it inherits from the broker."""
         return {
-            name: entry.value for name, entry in self._describe(topic).items()
+            name: entry.value or "" for name, entry in self._describe(topic).items()
             if getattr(entry.source, "value", entry.source) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
         }
 
@@ -464,6 +464,7 @@ class Kafka:
                 )
             with self.errors(f"reading {topic!r}"):
                 batch = consumer.consume(num_messages=10_000, timeout=0.2)
+            msg: Any  # a consumed record has its partition and offset (the stubs say int | None)
             for msg in batch:
                 if msg.partition() != partition:
                     continue  # fetched for the previous assignment

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -199,7 +200,10 @@ class StoreConsumer:
     def _apply(self, consumer: Consumer, first: Message) -> None:
         """Apply ``first`` and every message already fetched after it (up to 10,000)."""
         store = self.store
-        batches: dict[int, list[tuple[bytes | None, bytes | None, int]]] = {}
+        # Any: a consumed record always has its partition and offset (the stubs say int | None),
+        # and this loop runs for every record of a rebuild: no casts in it.
+        batches: dict[Any, list[Any]] = {}
+        msg: Any
         for msg in (first, *consumer.consume(num_messages=10_000, timeout=0)):
             err = msg.error()
             if err is None:

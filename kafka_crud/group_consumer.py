@@ -125,7 +125,7 @@ class GroupStoreConsumer:
     def _run(self, consumer: Consumer) -> None:
         try:
             while not self._stop.is_set():
-                msg = consumer.poll(0.1)
+                msg: Any = consumer.poll(0.1)  # a consumed record has its partition and offset
                 if msg is None:
                     continue
                 err = msg.error()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import KafkaCrudError, ValidationError
@@ -59,7 +59,7 @@ class JSONHandler(BaseHTTPRequestHandler):
     # The stdlib sends the headers and the body separately: with Nagle's algorithm on, the body
     # waits for the client to acknowledge the headers, up to 40 ms (delayed ACK) per response.
     disable_nagle_algorithm = True
-    routes: dict[str, dict[str, str]] = {}
+    routes: ClassVar[dict[str, dict[str, str]]] = {}
     not_found_hint = ""
 
     # Every method, known or not, lands in _dispatch: unknown ones get 405, not the stdlib's 501.
@@ -80,10 +80,9 @@ class JSONHandler(BaseHTTPRequestHandler):
         raw: bytes | None = None, content_type: str = "application/json; charset=utf-8",
     ) -> None:
         """Send a JSON body (or ``raw`` bytes of ``content_type``) with its framing headers."""
-        if raw is not None:
-            payload = raw
-        else:
-            payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        if raw is None:
+            raw_json = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        payload = raw if raw is not None else raw_json
         self.send_response(status)
         if payload or raw is not None:
             self.send_header("Content-Type", content_type)
@@ -146,7 +145,8 @@ class JSONHandler(BaseHTTPRequestHandler):
                 log.warning("%s %s: %s", self.command, self.path, exc)
         except Exception:
             log.exception("Unexpected error on %s %s", self.command, self.path)
-            status, body, headers = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "Internal error; see the server log"}, {}
+            status, headers = HTTPStatus.INTERNAL_SERVER_ERROR, {}
+            body = {"error": "Internal error; see the server log"}
         self.send_reply(status, body, headers)
 
     def _route(self) -> Reply | None:

@@ -105,7 +105,8 @@ class UserProducer:
         return self.send(validate_email(email), None)
 
     def send(
-        self, key: str | bytes, value: bytes | None, *, headers: list[tuple[str, bytes]] | None = None,
+        self, key: str | bytes, value: bytes | None, *,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> Position:
         """Write one raw record and wait for its acknowledgement.
 
@@ -148,7 +149,8 @@ class UserProducer:
                 ) from None
             raise WriteError(f"Kafka did not acknowledge the write: {err.str()}") from None
         partition, offset = msg.partition(), msg.offset()
-        assert partition is not None and offset is not None
+        assert partition is not None
+        assert offset is not None
         return Position(self.topic, partition, offset)
 
     def close(self, timeout: float = 10.0) -> None:

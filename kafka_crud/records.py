@@ -21,7 +21,16 @@ from typing import Any, Literal, NamedTuple
 
 from .errors import ValidationError
 
-__all__ = ["User", "Position", "LogRecord", "RecordKind", "RecordStatus", "MAX_EMAIL_LENGTH", "classify", "validate_email"]
+__all__ = [
+    "MAX_EMAIL_LENGTH",
+    "LogRecord",
+    "Position",
+    "RecordKind",
+    "RecordStatus",
+    "User",
+    "classify",
+    "validate_email",
+]
 
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 1000

@@ -19,7 +19,7 @@ import logging
 import threading
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from .connection import DEFAULT_TOPIC, KafkaLike
 from .errors import ValidationError
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 class _UserRoutes(JSONHandler):
     server: JSONServer
-    routes = {
+    routes: ClassVar[dict[str, dict[str, str]]] = {
         "/user": {"GET": "get_user", "HEAD": "get_user", "PUT": "put_user", "DELETE": "delete_user"},
         "/users": {"GET": "get_users", "HEAD": "get_users"},
         "/readyz": {"GET": "get_ready", "HEAD": "get_ready"},

@@ -138,9 +138,9 @@ def compare_frame(
     in_after = {(r.partition, r.offset) for r in after}
     in_before = {(r.partition, r.offset) for r in before}
     rows: list[tuple[LogRecord, str, str]] = []
-    for record, (status, _) in zip(before, classify(before)):
+    for record, (status, _) in zip(before, classify(before), strict=True):
         rows.append((record, status, "kept" if (record.partition, record.offset) in in_after else "removed"))
-    for record, (status, _) in zip(after, classify(after)):
+    for record, (status, _) in zip(after, classify(after), strict=True):
         if (record.partition, record.offset) not in in_before:
             rows.append((record, status, "new"))
     rows.sort(key=lambda row: (row[0].partition, row[0].offset))
@@ -338,6 +338,10 @@ def plot_log(
     return root
 
 
+def _positions(frame: pd.DataFrame) -> set[tuple[int, int]]:
+    return set(zip(frame["partition"], frame["offset"], strict=True))
+
+
 def plot_compaction(
     before: Sequence[LogRecord] | pd.DataFrame, after: Sequence[LogRecord] | pd.DataFrame
 ) -> Figure:
@@ -352,7 +356,7 @@ def plot_compaction(
     figure = Figure(figsize=(9, 2.4 + 1.0 * rows), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True)
     _draw(top, first, f"before: {len(first)} records")
-    removed = len(set(zip(first["partition"], first["offset"])) - set(zip(second["partition"], second["offset"])))
+    removed = len(_positions(first) - _positions(second))
     _draw(bottom, second, f"after: {len(second)} records ({removed} removed; survivors keep their offsets)")
     bottom.set_xlabel("offset")
     return figure

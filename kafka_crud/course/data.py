@@ -54,7 +54,7 @@ def write_history(
     Each write waits for its acknowledgement, so on a fresh topic the offsets are the same on
     every run.
     """
-    rows = []
+    rows: list[dict[str, object]] = []
     for email, name in history:
         if name is None:
             position = producer.delete(email)
