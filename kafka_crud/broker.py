@@ -5,18 +5,13 @@
         kafka = broker.connect()            # a kafka_crud.Kafka connection to it
 
 Settings are tuned for teaching and small machines: the log cleaner looks for work every
-200 ms, removed segments are deleted at once, and the heap is capped at 384 MB. The JVM starts
-with the quick JIT only and maps a class-data-sharing archive kept beside the jars (the first
-broker on a machine writes it when it stops), which halves the CPU a start costs.
-
-A watchdog process ends the JVM when the Python process that started it dies, even by
-SIGKILL (a notebook kernel restarted, a test runner killed): no orphan JVM keeps the port.
+200 ms and removed segments are deleted at once. The JVM's options, its class-data-sharing
+archive and the watchdog that ends it when its owner dies are :mod:`kafka_crud.process`'s.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -35,7 +29,8 @@ from typing import Any
 from .config import KAFKA_VERSION
 from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
-from .jvm import Java, cache_dir, find_java, kafka_classpath
+from .jvm import Java, find_java, kafka_classpath
+from .process import JVM_OPTS, ClassArchive, Watchdog, heap_options, tail
 
 __all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
 
@@ -67,20 +62,6 @@ BROKER_SETTINGS: dict[str, str] = {
     "log.retention.check.interval.ms": "1000",
 }
 
-_HEAP = ["-Xms64m", "-Xmx384m"]
-_JVM_OPTS = [
-    "-XX:+UseSerialGC",
-    # The quick (C1) JIT only: the optimizing compiler spent half of the ~11 CPU seconds the
-    # broker took to get ready (and more in the storage format), for no gain a teaching broker's
-    # load can see; it also keeps ~35 MB less resident.
-    "-XX:TieredStopAtLevel=1",
-    "-XX:MaxMetaspaceSize=96m",
-    "-XX:ReservedCodeCacheSize=48m",
-    "-XX:MaxDirectMemorySize=64m",
-    "-Xss512k",
-    "-Djava.awt.headless=true",
-]
-
 _STATE_FILE = "kafka-crud-broker.json"
 
 _LOG4J = """log4j.rootLogger=INFO, file
@@ -101,28 +82,6 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = info
 rootLogger.appenderRef.file.ref = file
 """
-
-# Runs beside the JVM; ends it when its stdin closes without "done", i.e. when the Python
-# process that owns the broker is gone, however it died.
-_WATCHDOG = r"""
-import os, signal, sys, time
-pid = int(sys.argv[1])
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-if sys.stdin.read().strip() != "done":
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                sys.exit(0)
-            time.sleep(0.1)
-"""
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -150,42 +109,6 @@ def _cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _class_archive(java: Java, classpath: str) -> Path:
-    """Where the class-data-sharing archive for this Java and these jars lives (it may not exist yet).
-
-    Named by a hash of the Java executable, its options and the jars, so that no JVM maps an
-    archive made for another.
-    """
-    executable = Path(java.executable).resolve()
-    key = hashlib.sha256(f"{executable}:{executable.stat().st_mtime_ns}:{classpath}:{_JVM_OPTS}".encode())
-    libs = Path(classpath[:-1]) if classpath.endswith("*") else None
-    if libs is not None and libs.is_dir():
-        for jar in sorted(libs.glob("*.jar")):
-            key.update(f"{jar.name}:{jar.stat().st_size}".encode())
-    return cache_dir() / "cds" / f"kafka-broker-{key.hexdigest()[:16]}.jsa"
-
-
-def _remove_stale_archives(folder: Path, max_age: float = 3600.0) -> None:
-    # Archives a broker was writing when its owner died without renaming them.
-    for tmp in folder.glob("*.jsa.*.tmp"):
-        try:
-            if time.time() - tmp.stat().st_mtime > max_age:
-                tmp.unlink()
-        except OSError:
-            pass
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64 * 1024))
-            text = handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return "(no broker log was written)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalKafka:
@@ -217,11 +140,9 @@ class LocalKafka:
         self.port = 0
         self.controller_port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._watchdog: Watchdog | None = None
         self.java: Java | None = None
-        self._share_opts: list[str] = []
-        self._archive: Path | None = None
-        self._archive_tmp: Path | None = None
+        self._archive: ClassArchive | None = None
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -295,11 +216,12 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.broker_log))
         return path
 
-    def _java_command(self, main: str, *args: str, heap: list[str] = _HEAP, dump: bool = False) -> list[str]:
+    def _java_command(self, main: str, *args: str, heap: list[str] | None = None, dump: bool = False) -> list[str]:
         assert self.java is not None
-        archive = [f"-XX:ArchiveClassesAtExit={self._archive_tmp}"] if dump and self._archive_tmp else []
+        archive = self._archive
+        share = [] if archive is None else [*archive.options, *(archive.dump_options if dump else [])]
         return [
-            str(self.java.executable), *heap, *_JVM_OPTS, *self._share_opts, *archive,
+            str(self.java.executable), *(heap or heap_options()), *JVM_OPTS, *share,
             f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.data_dir}",
@@ -320,45 +242,10 @@ class LocalKafka:
                 log_tail=(result.stdout + result.stderr)[-4000:],
             )
 
-    def _prepare_class_archive(self) -> None:
-        """Map the class-data-sharing archive if there is one, else have this broker write it at exit.
-
-        Loading and verifying the broker's classes is most of the CPU a JVM start costs: with
-        the archive mapped, the format and the broker together need about half as much (5 s of
-        wall time instead of 7 to 9 on two cores). The first broker on a machine writes it.
-        """
-        self._share_opts, self._archive, self._archive_tmp = [], None, None
-        assert self.java is not None
-        try:
-            archive = _class_archive(self.java, kafka_classpath(self.version))
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale_archives(archive.parent)
-        except OSError as exc:
-            log.debug("No class-data-sharing archive: %s", exc)
-            return
-        if archive.exists():
-            self._share_opts = [f"-XX:SharedArchiveFile={archive}"]
-        else:
-            self._archive = archive
-            self._archive_tmp = archive.with_name(f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-    def _keep_class_archive(self, *, clean_exit: bool) -> None:
-        """Put the archive the JVM wrote at exit in place (atomically), or drop a partial one."""
-        tmp, self._archive_tmp = self._archive_tmp, None
-        if tmp is None or self._archive is None:
-            return
-        try:
-            if clean_exit and tmp.exists() and tmp.stat().st_size > 0:
-                os.replace(tmp, self._archive)
-            else:
-                tmp.unlink(missing_ok=True)
-        except OSError as exc:
-            log.debug("Could not keep the class-data-sharing archive: %s", exc)
-
     @property
     def class_sharing(self) -> bool:
         """True when the running JVM mapped a class-data-sharing archive (see :meth:`start`)."""
-        return bool(self._share_opts)
+        return self._archive is not None and self._archive.mapped
 
     def start(self) -> LocalKafka:
         """Start the JVM and return once the broker answers a metadata request."""
@@ -366,7 +253,7 @@ class LocalKafka:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.java = find_java()
-        self._prepare_class_archive()
+        self._archive = ClassArchive(self.java, kafka_classpath(self.version))
         self._choose_ports()
         config = self._write_config()
         self._format(config)
@@ -381,10 +268,7 @@ class LocalKafka:
             )
         finally:
             stdout.close()
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(self.process.pid)],
-            stdin=subprocess.PIPE, start_new_session=True,
-        )
+        self._watchdog = Watchdog(self.process.pid)
         try:
             self._wait_ready()
         except BaseException:
@@ -408,7 +292,7 @@ class LocalKafka:
                 raise BrokerStartError(
                     f"The Kafka broker exited with code {code} while starting. "
                     f"Its log is {self.broker_log}.",
-                    log_tail=_tail(self.broker_log) + "\n" + _tail(self.data_dir / "broker.stdout", 20),
+                    log_tail=tail(self.broker_log) + "\n" + tail(self.data_dir / "broker.stdout", 20),
                 )
             try:
                 metadata = admin.list_topics(timeout=1.0)
@@ -420,7 +304,7 @@ class LocalKafka:
                 raise BrokerStartError(
                     f"The Kafka broker did not answer a metadata request within {self.start_timeout:.0f} s. "
                     f"Its log is {self.broker_log}.",
-                    log_tail=_tail(self.broker_log),
+                    log_tail=tail(self.broker_log),
                 )
             time.sleep(0.2)
 
@@ -429,7 +313,7 @@ class LocalKafka:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self._keep_class_archive(clean_exit=False)
+        self._keep_archive(clean_exit=False)
         self._release_watchdog()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -446,29 +330,23 @@ class LocalKafka:
                     self.process.kill()
                     self.process.wait()
         finally:
-            self._keep_class_archive(clean_exit=clean_exit)
+            self._keep_archive(clean_exit=clean_exit)
             self._release_watchdog()
             if self._owns_dir:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def _keep_archive(self, *, clean_exit: bool) -> None:
+        if self._archive is not None:
+            self._archive.keep(clean_exit=clean_exit)
+
     def _release_watchdog(self) -> None:
         watchdog, self._watchdog = self._watchdog, None
-        if watchdog is None:
-            return
-        try:
-            assert watchdog.stdin is not None
-            watchdog.stdin.write(b"done\n")
-            watchdog.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            watchdog.wait(5)
-        except subprocess.TimeoutExpired:
-            watchdog.kill()
+        if watchdog is not None:
+            watchdog.release()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the broker's own log."""
-        return _tail(self.broker_log, lines)
+        return tail(self.broker_log, lines)
 
     def __repr__(self) -> str:
         state = f"running at {self.bootstrap_servers}" if self.is_running() else "stopped"
