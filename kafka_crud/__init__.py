@@ -42,6 +42,7 @@ from .errors import (
     PreconditionFailedError,
     TopicNotCompactedError,
     TopicNotFoundError,
+    TopicNotOwnedError,
     ValidationError,
     WriteError,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "PreconditionFailedError",
     "TopicNotCompactedError",
     "TopicNotFoundError",
+    "TopicNotOwnedError",
     "ValidationError",
     "WriteError",
 ]

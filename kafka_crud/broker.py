@@ -21,7 +21,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +30,7 @@ from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
 from .jvm import Java, find_java, kafka_classpath
 from .process import JVM_OPTS, ClassArchive, Watchdog, heap_options, tail
+from .topics import EMBEDDED_CLUSTER_PREFIX
 
 __all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
 
@@ -104,11 +104,11 @@ def _check_port(port: int, what: str) -> None:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid.randomUuid(): URL-safe base64 of 16 random bytes, never starting with '-'.
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
+    # A Kafka Uuid: URL-safe base64 of 16 bytes. Ours start with b"kafkacrud", so that a
+    # connection can tell a broker the kit started (see kafka_crud.topics).
+    text = base64.urlsafe_b64encode(b"kafkacrud" + os.urandom(7)).decode().rstrip("=")
+    assert text.startswith(EMBEDDED_CLUSTER_PREFIX)
+    return text
 
 
 class LocalKafka:
@@ -120,6 +120,9 @@ class LocalKafka:
             survive a stop or a crash. Omitted: a temporary folder removed by :meth:`stop`.
         settings: broker settings on top of :data:`BROKER_SETTINGS`.
         start_timeout: seconds to wait for the broker to answer a metadata request.
+        cluster_id: the id to format new storage with. By default one that marks the broker as
+            the kit's own (see :mod:`kafka_crud.topics`); another makes it behave like someone
+            else's cluster, to try the rules that protect their topics.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class LocalKafka:
         settings: dict[str, str] | None = None,
         start_timeout: float = 90.0,
         version: str = KAFKA_VERSION,
+        cluster_id: str | None = None,
     ) -> None:
         self._owns_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="kafka-crud-"))
@@ -137,6 +141,7 @@ class LocalKafka:
         self.settings = {**BROKER_SETTINGS, **(settings or {})}
         self.start_timeout = start_timeout
         self.version = version
+        self.cluster_id = cluster_id or _cluster_id()
         self.port = 0
         self.controller_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -233,7 +238,7 @@ class LocalKafka:
             return
         command = self._java_command(
             "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-            "-t", _cluster_id(), "-c", str(config), heap=["-Xmx128m"],
+            "-t", self.cluster_id, "-c", str(config), heap=["-Xmx128m"],
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:

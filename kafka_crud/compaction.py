@@ -147,20 +147,24 @@ class TombstoneRemoval:
 
 
 @contextmanager
-def topic_overrides(kafka: KafkaLike, topic: str, settings: Mapping[str, str]) -> Iterator[None]:
+def topic_overrides(
+    kafka: KafkaLike, topic: str, settings: Mapping[str, str], *, force: bool = False,
+) -> Iterator[None]:
     """Set topic ``settings`` for the duration of the block, then put back what was there.
 
     A setting the topic had of its own gets its old value back; one it inherited from the broker
-    loses the override again. Returns once the broker reports the new values.
+    loses the override again. Returns once the broker reports the new values. Only on a topic
+    of the kit's (see :mod:`kafka_crud.topics`), or with ``force``.
     """
     kafka = Kafka.of(kafka)
+    kafka.require_owned(topic, "re-configure", force=force)
     own = kafka.own_topic_config(topic)
     previous = {name: own.get(name) for name in settings}
-    kafka.alter_topic_config(topic, dict(settings))
+    kafka.alter_topic_config(topic, dict(settings), force=True)
     try:
         yield
     finally:
-        kafka.alter_topic_config(topic, previous)
+        kafka.alter_topic_config(topic, previous, force=True)
 
 
 def _append(kafka: Kafka, topic: str, partitions: Iterable[int], key: str, value: bytes | None,
@@ -199,6 +203,7 @@ def roll_segments(
     value: bytes | None = None,
     timeout: float = 30.0,
     log_dir: LogDirOption = "auto",
+    force: bool = False,
 ) -> dict[int, int]:
     """Make each partition's active segment inactive, so that the cleaner may clean it.
 
@@ -214,6 +219,7 @@ def roll_segments(
     segment's base offset.
     """
     kafka = Kafka.of(kafka)
+    kafka.require_owned(topic, "append roll records to", force=force)
     root = resolve_log_dir(log_dir, kafka)
     if partitions is None:
         partitions = [p for p, (low, high) in kafka.watermarks(topic).items() if high > low]
@@ -223,7 +229,7 @@ def roll_segments(
         return {}
     deadline = time.monotonic() + timeout
     markers: dict[int, int] = {}
-    with topic_overrides(kafka, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}):
+    with topic_overrides(kafka, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}, force=True):
         pending = wanted
         while pending:
             # A segment rolls when an append's timestamp is segment.ms past its first record's.
@@ -303,24 +309,28 @@ def compact(
     *,
     timeout: float = 60.0,
     log_dir: LogDirOption = "auto",
+    force: bool = False,
 ) -> CompactionResult:
     """One cleaner pass, now: read the log, roll, wait for the cleaner, read the log again.
 
-    Raises :class:`~kafka_crud.TopicNotCompactedError` for a topic that is not compacted.
+    Raises :class:`~kafka_crud.TopicNotCompactedError` for a topic that is not compacted, and
+    :class:`~kafka_crud.TopicNotOwnedError` for one the kit did not create (unless ``force``):
+    the step appends records to it and changes its settings for a moment.
     During the step ``min.cleanable.dirty.ratio`` is 0, so that the cleaner cleans even a dirty
     section much smaller than the clean one (at the teaching 0.01, a topic holding a few hundred
     users would otherwise not be cleaned for the few records of a demo); it is restored after.
     """
     kafka = Kafka.of(kafka)
     kafka.require_compacted(topic)
+    kafka.require_owned(topic, "compact", force=force)
     root = resolve_log_dir(log_dir, kafka)
     where: LogDirOption = root  # resolved once, not per step
     before = kafka.read_log(topic)
     partitions = sorted({r.partition for r in before})
     if not partitions:
         return CompactionResult(topic, before, before, {}, 0.0)
-    with topic_overrides(kafka, topic, {"min.cleanable.dirty.ratio": "0"}):
-        markers = roll_segments(kafka, topic, partitions=partitions, timeout=timeout, log_dir=where)
+    with topic_overrides(kafka, topic, {"min.cleanable.dirty.ratio": "0"}, force=True):
+        markers = roll_segments(kafka, topic, partitions=partitions, timeout=timeout, log_dir=where, force=True)
         seconds = wait_for_cleaner(kafka, topic, markers, timeout=timeout, log_dir=where)
     result = CompactionResult(topic, before, kafka.read_log(topic), markers, seconds)
     log.info("Compacted %r in %.2f s: %d of %d records removed", topic, seconds, len(result.removed), len(before))
@@ -341,6 +351,7 @@ def remove_tombstones(
     *,
     timeout: float = 120.0,
     log_dir: LogDirOption = "auto",
+    force: bool = False,
 ) -> TombstoneRemoval:
     """Watch the cleaner remove tombstones: a pass that stamps them, the wait, a pass that removes them.
 
@@ -357,9 +368,10 @@ def remove_tombstones(
     the topic with a smaller ``delete.retention.ms`` for a quick demo.
     """
     kafka = Kafka.of(kafka)
+    kafka.require_owned(topic, "compact", force=force)
     root = resolve_log_dir(log_dir, kafka)
     deadline = time.monotonic() + timeout
-    first = compact(kafka, topic, timeout=timeout, log_dir=root)
+    first = compact(kafka, topic, timeout=timeout, log_dir=root, force=True)
     passes = [first]
     retention_ms = int(kafka.topic_config(topic)["delete.retention.ms"])
     # What this step waits for: tombstones the first pass kept (and stamped), below its markers.
@@ -386,7 +398,7 @@ def remove_tombstones(
             log.info("Waiting %.1f s for the delete horizon of %r", wait, topic)
             time.sleep(wait)
         remaining = max(deadline - time.monotonic(), 1.0)
-        result = compact(kafka, topic, timeout=remaining, log_dir=root)
+        result = compact(kafka, topic, timeout=remaining, log_dir=root, force=True)
         passes.append(result)
         present = {(r.partition, r.offset) for r in result.after}
         if not any((t.partition, t.offset) in present for t in waiting):

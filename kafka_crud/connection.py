@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
@@ -41,11 +41,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import (
     AdminClient,
-    AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     ConfigSource,
-    NewTopic,
     OffsetSpec,
 )
 
@@ -54,11 +52,11 @@ from .errors import (
     ConfigError,
     KafkaUnavailableError,
     NotReadyError,
-    TopicNotCompactedError,
     TopicNotFoundError,
     map_kafka_errors,
 )
 from .records import LogRecord
+from .topics import DEFAULT_PARTITIONS, DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, TopicAdmin
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -73,21 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("kafka_crud.librdkafka")
-
-DEFAULT_TOPIC = "user"
-DEFAULT_PARTITIONS = 3
-
-#: Settings for a compacted topic whose cleaning you can watch: any dirty record makes a
-#: segment cleanable, no compaction lag, tombstones kept 10 s after their first cleaning.
-#: A segment still rolls only on the first append after ``segment.ms`` (10 minutes): until
-#: then the cleaner has nothing it may clean (:func:`kafka_crud.compact` rolls it at once).
-TEACHING_TOPIC_CONFIG: dict[str, str] = {
-    "cleanup.policy": "compact",
-    "min.cleanable.dirty.ratio": "0.01",
-    "min.compaction.lag.ms": "0",
-    "delete.retention.ms": "10000",
-    "segment.ms": "600000",
-}
 
 # A partition just created, or a broker just restarted, answers these until its leader is up.
 _LEADER_NOT_READY = {
@@ -127,7 +110,7 @@ class GroupOffset(NamedTuple):
         return None if self.committed is None or self.end_offset is None else self.end_offset - self.committed
 
 
-class Kafka:
+class Kafka(TopicAdmin):
     """A connection to one Kafka cluster, shared by every client the kit opens on it.
 
     Args:
@@ -327,109 +310,6 @@ class Kafka:
                     result.append(GroupOffset(group, name, partition, committed.get((group, name, partition)), end))
         return result
 
-    # -- topics --------------------------------------------------------------------------------
-    def create_topic(
-        self, topic: str, *, partitions: int = DEFAULT_PARTITIONS, config: Mapping[str, str] | None = None,
-    ) -> None:
-        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable."""
-        settings = {**TEACHING_TOPIC_CONFIG, **(config or {})}
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=settings)
-        with self.errors(f"creating topic {topic!r}"):
-            self.admin.create_topics([new], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
-        self._wait_until(lambda: self.partition_count(topic) == partitions, f"topic {topic!r} to appear")
-
-    def ensure_topic(
-        self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
-        config: Mapping[str, str] | None = None,
-    ) -> int:
-        """Make sure ``topic`` exists and is compacted; return its partition count.
-
-        A missing topic is created with the teaching settings. An existing topic is left as it
-        is, but one whose ``cleanup.policy`` is not compact raises :class:`TopicNotCompactedError`:
-        using it as a table would lose users when retention deletes old segments.
-        """
-        count = self.partition_count(topic)
-        if count is None:
-            try:
-                self.create_topic(topic, partitions=partitions, config=config)
-                log.info("Created compacted topic %r with %d partitions", topic, partitions)
-                return partitions
-            except ConfigError:
-                raise
-            except Exception as exc:  # created meanwhile by someone else: use theirs
-                if not _already_exists(exc):
-                    raise
-                count = self.partition_count(topic) or partitions
-        self.require_compacted(topic)
-        return count
-
-    def require_compacted(self, topic: str) -> None:
-        """Raise :class:`TopicNotCompactedError` unless ``topic``'s cleanup.policy includes compact."""
-        policy = self.topic_config(topic).get("cleanup.policy", "")
-        if "compact" not in policy.split(","):
-            raise TopicNotCompactedError(
-                f"Topic {topic!r} exists with cleanup.policy={policy!r}, not compact: retention would delete "
-                "users and the cleaner never compacts it. Use another topic, or make it compacted yourself: "
-                f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
-                "--add-config cleanup.policy=compact"
-            )
-
-    def delete_topic(self, topic: str) -> None:
-        """Delete ``topic`` if it exists and wait until it is gone."""
-        try:
-            with self.errors(f"deleting topic {topic!r}"):
-                self.admin.delete_topics([topic], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
-        except TopicNotFoundError:
-            pass
-        self._wait_until(lambda: self.partition_count(topic) is None, f"topic {topic!r} to be deleted")
-
-    def reset_topic(
-        self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
-        config: Mapping[str, str] | None = None,
-    ) -> None:
-        """Delete and re-create ``topic``: a clean, empty compacted topic for a demo."""
-        self.delete_topic(topic)
-        # Creating a topic right after deleting it can race the deletion's cleanup on the broker.
-        deadline = time.monotonic() + 30.0
-        while True:
-            try:
-                self.create_topic(topic, partitions=partitions, config=config)
-                return
-            except Exception as exc:
-                if not _already_exists(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def alter_topic_config(self, topic: str, settings: Mapping[str, str | None]) -> None:
-        """Set (or, for None, remove) topic settings; returns once the broker reports them."""
-        entries = [
-            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-            if value is not None
-            else ConfigEntry(name, None, incremental_operation=AlterConfigOpType.DELETE)
-            for name, value in settings.items()
-        ]
-        resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)
-        with self.errors(f"changing the configuration of {topic!r}"):
-            for future in self.admin.incremental_alter_configs([resource], request_timeout=self.timeout).values():
-                future.result(timeout=self.timeout)
-        wanted = {name: value for name, value in settings.items() if value is not None}
-
-        def applied() -> bool:
-            now = self.topic_config(topic)
-            return all(_same(now.get(name), value) for name, value in wanted.items())
-
-        self._wait_until(applied, f"the broker to apply {wanted} to {topic!r}")
-
-    def _wait_until(self, check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"Timed out after {timeout:.0f} s waiting for {what} on {self.bootstrap_servers}: "
-                    "is the broker healthy?"
-                )
-            time.sleep(0.05)
-
     # -- reading -------------------------------------------------------------------------------
     def read_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> list[LogRecord]:
         """Every record now in ``topic``, partition by partition, oldest first.
@@ -495,22 +375,3 @@ def connect(bootstrap_servers: str | None = None, **config: object) -> Kafka:
     ``config``: extra librdkafka settings, e.g. ``connect(**{"security.protocol": "SSL"})``.
     """
     return Kafka(bootstrap_servers, config=config)
-
-
-def _already_exists(exc: BaseException) -> bool:
-    cause = exc.__cause__ if not isinstance(exc, KafkaException) else exc
-    return (
-        isinstance(cause, KafkaException)
-        and isinstance(cause.args[0], KafkaError)
-        and cause.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
-    )
-
-
-def _same(reported: str | None, wanted: str) -> bool:
-    """Whether the broker reports ``wanted`` (it writes a ratio of "0" as "0.0")."""
-    if reported == wanted:
-        return True
-    try:
-        return reported is not None and float(reported) == float(wanted)
-    except ValueError:
-        return False

@@ -8,7 +8,8 @@
     │   └── BrokerStartError          the JVM died or never became ready (carries the log tail)
     ├── ConfigError                   bad connection settings or an unusable topic
     │   ├── TopicNotCompactedError    the topic exists but is not cleanup.policy=compact
-    │   └── TopicNotFoundError        the topic does not exist
+    │   ├── TopicNotFoundError        the topic does not exist
+    │   └── TopicNotOwnedError        the kit did not create the topic: it will not delete or change it
     ├── KafkaUnavailableError         Kafka did not answer in time (down, wrong address, refused login)
     ├── KafkaOperationError           Kafka answered with an error the kit has no better name for
     ├── ValidationError               a user record that must not be written (400)
@@ -46,6 +47,7 @@ __all__ = [
     "PreconditionFailedError",
     "TopicNotCompactedError",
     "TopicNotFoundError",
+    "TopicNotOwnedError",
     "ValidationError",
     "WriteError",
     "map_kafka_errors",
@@ -97,6 +99,12 @@ class TopicNotCompactedError(ConfigError):
 
 class TopicNotFoundError(ConfigError):
     """The topic does not exist."""
+
+
+class TopicNotOwnedError(ConfigError):
+    """The topic is not the kit's (another cluster's, not created by the kit): nothing was changed."""
+
+    http_status = HTTPStatus.CONFLICT
 
 
 class KafkaUnavailableError(KafkaCrudError):
