@@ -16,14 +16,7 @@ from importlib.metadata import version as _version
 
 from .broker import LocalKafka
 from .client import Response, UserClient
-from .compaction import (
-    CompactionResult,
-    TombstoneRemoval,
-    compact,
-    remove_tombstones,
-    roll_segments,
-    wait_for_cleaner,
-)
+from .compaction import CompactionResult, TombstoneRemoval, compact, remove_tombstones, wait_for_cleaner
 from .config import KAFKA_VERSION
 from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
 from .consumer import Progress, StoreConsumer
@@ -50,6 +43,7 @@ from .group_consumer import GroupStoreConsumer, start_group, stop_all
 from .partitioning import crc32_partition, murmur2, partition_for
 from .producer import UserProducer
 from .records import LogRecord, Position, User
+from .rolling import roll_segments, rolling
 from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
@@ -57,6 +51,7 @@ from .store import StoredUser, UserStore
 from .views import (
     compare_frame,
     groups_frame,
+    hidden_markers,
     plot_compaction,
     plot_log,
     records_frame,
@@ -116,10 +111,12 @@ __all__ = [
     "local_log_dir",
     "remove_tombstones",
     "roll_segments",
+    "rolling",
     "wait_for_cleaner",
     # views (pandas and matplotlib imported on use)
     "compare_frame",
     "groups_frame",
+    "hidden_markers",
     "plot_compaction",
     "plot_log",
     "records_frame",

@@ -3,6 +3,7 @@
     kafka-crud broker [--port N] [--data-dir DIR]     a real Kafka broker in the foreground
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
+    kafka-crud compact [--topic user] [--force]       one log-cleaner pass, now
     kafka-crud lab    [JUPYTER ARGS...]               JupyterLab with a broker running
     kafka-crud with-broker -- COMMAND [ARGS...]       any command with a broker running
     kafka-crud fetch                                  fetch the broker's jars and check Java
@@ -179,6 +180,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     from .records import classify
 
     records = Kafka(args.bootstrap_servers).read_log(args.topic)
+    if not args.markers:
+        records = [r for r in records if not r.is_marker]
     rows = [
         {
             "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
@@ -195,6 +198,22 @@ def cmd_log(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     else:
         _print_table(rows)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .compaction import compact
+    from .connection import Kafka
+
+    kafka = Kafka(args.bootstrap_servers)
+    print(f"Rolling the segments of {args.topic!r} and waiting for the log cleaner...", file=sys.stderr, flush=True)
+    result = compact(kafka, args.topic, timeout=args.timeout, force=args.force)
+    removed = [r for r in result.removed if not r.is_marker]
+    before = [r for r in result.before if not r.is_marker]
+    print(f"One cleaner pass over {args.topic!r} in {result.seconds:.1f} s: {len(removed)} of {len(before)} "
+          f"records removed (superseded), rolled partitions {sorted(result.rolled)}")
+    for r in removed:
+        print(f"  removed partition {r.partition} offset {r.offset} key {_text(r.key)}")
     return 0
 
 
@@ -248,7 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-servers", default=None, help=f"default: ${BOOTSTRAP_ENV}")
     p.add_argument("--topic", default="user")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--markers", action="store_true", help="also show the kit's own roll markers")
     p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("compact", help="one log-cleaner pass over a compacted topic, now (rolls its segments)")
+    p.add_argument("--bootstrap-servers", default=None, help=f"default: ${BOOTSTRAP_ENV}")
+    p.add_argument("--topic", default="user")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the cleaner")
+    p.add_argument("--force", action="store_true",
+                   help="also on a topic the kit did not create (it appends roll markers and changes settings briefly)")
+    p.set_defaults(func=cmd_compact)
     return parser
 
 

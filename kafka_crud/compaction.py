@@ -1,65 +1,45 @@
 """Compaction, step by step, on a real broker: roll the active segment, wait for the cleaner, compare.
 
 The log cleaner of a compacted topic keeps, per partition, the latest record of every key and
-removes the records it supersedes. It works only on *inactive* segments: the active segment
-(the one appends go to) is never cleaned. A segment stops being active only when it *rolls*,
-and a segment rolls only on the next append after ``segment.ms`` (or when it is full:
-``segment.bytes``, at least 1 MiB since Kafka 4.0, KIP-1030). So "compact now" takes three steps:
+removes the records it supersedes, but only where both lie in the *cleanable* part of the log:
+the segments before the active one (the cleaner's offset map covers the dirty section below
+the active segment; the active segment is never cleaned). So "compact now" takes three steps:
 
-1. :func:`roll_segments`: lower ``segment.ms``, wait past it, append one record per partition
-   (it starts the new active segment), restore ``segment.ms``;
-2. :func:`wait_for_cleaner`: wait until the cleaner has cleaned up to that record;
+1. roll (:func:`kafka_crud.rolling.roll_segments`): the next append, a real write of the
+   lesson where there is one, a roll marker otherwise, starts a new active segment;
+2. :func:`wait_for_cleaner`: wait until the cleaner has cleaned up to it;
 3. compare the log before and after: superseded records are gone, survivors keep their offsets
    (the gaps), the live set is unchanged (:class:`CompactionResult`).
 
 :func:`compact` does the three; :func:`remove_tombstones` shows the second half of a
-tombstone's life: the first pass keeps it and stamps a *delete horizon* (now +
+tombstone's life: the first pass keeps it and stamps a *delete horizon* (the pass's time +
 ``delete.retention.ms``) on its batch, and only a later pass after that horizon removes it. A
 later pass needs new dirty data, so that step rolls again.
 
-The record appended to roll a segment is a tombstone for :data:`ROLL_KEY`, a key that can never
-be a user's (it is not an email). It deletes nothing, and the cleaner removes it in its turn;
-you will see one or two of them at the end of each partition.
-
-Run one step at a time per topic: each changes topic settings for its duration and restores
-them when done.
+On a cluster you did not tune, none of this happens "within seconds": nothing is cleaned until
+a segment rolls (``segment.ms``, 7 days by default, or ``max.compaction.lag.ms``), and the
+cleaner picks a partition only once its dirty ratio reaches ``min.cleanable.dirty.ratio``
+(0.5 by default). Run one step at a time per topic: each changes topic settings for its
+duration and restores them when done.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaError, Message
-
 from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
-from .errors import CleanerTimeoutError, WriteError
+from .errors import CleanerTimeoutError
 from .records import LogRecord, classify
+from .rolling import needs_roll, roll_segments, topic_overrides
 from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
 
-__all__ = [
-    "ROLL_KEY",
-    "CleanerTimeoutError",
-    "CompactionResult",
-    "TombstoneRemoval",
-    "compact",
-    "remove_tombstones",
-    "roll_segments",
-    "topic_overrides",
-    "wait_for_cleaner",
-]
+__all__ = ["CompactionResult", "TombstoneRemoval", "compact", "remove_tombstones", "wait_for_cleaner"]
 
 log = logging.getLogger(__name__)
-
-#: The key of the tombstone appended to roll a segment: not an email, so never a user's key.
-ROLL_KEY = "__kafka_crud_roll__"
-
-#: ``segment.ms`` while rolling: the next append after this many ms starts a new segment.
-ROLL_SEGMENT_MS = 100
 
 _POLL = 0.05
 _REMOTE_POLL = 0.5
@@ -74,11 +54,11 @@ class CompactionResult:
     before: list[LogRecord]
     """Every record before the roll."""
     after: list[LogRecord]
-    """Every record once the cleaner had cleaned up to ``markers``."""
-    markers: dict[int, int]
-    """Per partition, the offset of the roll record: the base offset of the new active segment."""
+    """Every record once the cleaner had cleaned up to ``rolled``."""
+    rolled: dict[int, int]
+    """Per partition rolled, the offset of the record that rolled it: the new active segment's base offset."""
     seconds: float
-    """From the roll record's acknowledgement to the cleaner having cleaned up to it."""
+    """From the roll to the cleaner having cleaned up to it."""
 
     @property
     def removed(self) -> list[LogRecord]:
@@ -146,138 +126,33 @@ class TombstoneRemoval:
 
 
 
-@contextmanager
-def topic_overrides(
-    kafka: KafkaLike, topic: str, settings: Mapping[str, str], *, force: bool = False,
-) -> Iterator[None]:
-    """Set topic ``settings`` for the duration of the block, then put back what was there.
-
-    A setting the topic had of its own gets its old value back; one it inherited from the broker
-    loses the override again. Returns once the broker reports the new values. Only on a topic
-    of the kit's (see :mod:`kafka_crud.topics`), or with ``force``.
-    """
-    kafka = Kafka.of(kafka)
-    kafka.require_owned(topic, "re-configure", force=force)
-    own = kafka.own_topic_config(topic)
-    previous = {name: own.get(name) for name in settings}
-    kafka.alter_topic_config(topic, dict(settings), force=True)
-    try:
-        yield
-    finally:
-        kafka.alter_topic_config(topic, previous, force=True)
-
-
-def _append(kafka: Kafka, topic: str, partitions: Iterable[int], key: str, value: bytes | None,
-            timeout: float) -> dict[int, int]:
-    """Append one record to each partition (explicitly, not by key hash); return their offsets."""
-    producer = kafka.producer(**{"linger.ms": 0, "message.timeout.ms": int(timeout * 1000)})
-    offsets: dict[int, int] = {}
-    errors: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            errors.append(err)
-        else:
-            offset, partition = msg.offset(), msg.partition()
-            assert offset is not None
-            assert partition is not None
-            offsets[partition] = offset
-
-    wanted = sorted(set(partitions))
-    for partition in wanted:
-        producer.produce(topic, key=key, value=value, partition=partition, on_delivery=on_delivery)
-    producer.flush(timeout + 5)
-    if errors:
-        raise WriteError(f"Kafka did not acknowledge the roll record: {errors[0].str()}")
-    if len(offsets) != len(wanted):
-        raise WriteError(f"No acknowledgement for the roll record within {timeout:.0f} s: is the broker reachable?")
-    return offsets
-
-
-def roll_segments(
-    kafka: KafkaLike = None,
-    topic: str = DEFAULT_TOPIC,
-    *,
-    partitions: Iterable[int] | None = None,
-    key: str = ROLL_KEY,
-    value: bytes | None = None,
-    timeout: float = 30.0,
-    log_dir: LogDirOption = "auto",
-    force: bool = False,
-) -> dict[int, int]:
-    """Make each partition's active segment inactive, so that the cleaner may clean it.
-
-    Sets ``segment.ms`` to :data:`ROLL_SEGMENT_MS`, waits past it, appends one record (``key``,
-    ``value``: by default a tombstone for :data:`ROLL_KEY`) to each partition, then restores
-    ``segment.ms``. That record is the first of a new active segment. With the log dir at hand
-    (the embedded broker), the roll is checked on disk and retried with a fresh record if the
-    broker had not yet applied the setting.
-
-    ``partitions``: by default every partition that holds records.
-
-    Returns, per partition (in partition order), the offset of the appended record: the new active
-    segment's base offset.
-    """
-    kafka = Kafka.of(kafka)
-    kafka.require_owned(topic, "append roll records to", force=force)
-    root = resolve_log_dir(log_dir, kafka)
-    if partitions is None:
-        partitions = [p for p, (low, high) in kafka.watermarks(topic).items() if high > low]
-    wanted = sorted(partitions)
-    if not wanted:
-        log.info("Topic %r has no records: nothing to roll", topic)
-        return {}
-    deadline = time.monotonic() + timeout
-    markers: dict[int, int] = {}
-    with topic_overrides(kafka, topic, {"segment.ms": str(ROLL_SEGMENT_MS)}, force=True):
-        pending = wanted
-        while pending:
-            # A segment rolls when an append's timestamp is segment.ms past its first record's.
-            time.sleep(2 * ROLL_SEGMENT_MS / 1000)
-            appended = _append(kafka, topic, pending, key, value, timeout)
-            markers.update(appended)
-            if root is None:
-                break
-            pending = [
-                p for p, offset in appended.items() if not (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()
-            ]
-            if pending and time.monotonic() > deadline:
-                raise CleanerTimeoutError(
-                    f"Partitions {pending} of {topic!r} did not roll within {timeout:.0f} s: is the broker healthy?"
-                )
-    # By partition, not in the order the acknowledgements came back: the same every run.
-    markers = dict(sorted(markers.items()))
-    log.info("Rolled %r: new active segments at %s", topic, markers)
-    return markers
-
-
-def _superseded_below(records: list[LogRecord], markers: Mapping[int, int]) -> list[LogRecord]:
-    """Records superseded by a record that is also below the partition's marker (in cleanable segments)."""
+def _superseded_below(records: list[LogRecord], rolled: Mapping[int, int]) -> list[LogRecord]:
+    """Records superseded by a record that is also below the partition's roll (in cleanable segments)."""
     return [
         r for r, (status, newer) in zip(records, classify(records), strict=True)
-        if r.partition in markers and status == "superseded" and newer is not None and newer < markers[r.partition]
+        if r.partition in rolled and status == "superseded" and newer is not None and newer < rolled[r.partition]
     ]
 
 
 def wait_for_cleaner(
     kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
-    markers: Mapping[int, int] | None = None,
+    rolled: Mapping[int, int] | None = None,
     *,
     timeout: float = 60.0,
     log_dir: LogDirOption = "auto",
 ) -> float:
-    """Wait until the cleaner has cleaned each partition up to ``markers`` (from :func:`roll_segments`).
+    """Wait until the cleaner has cleaned each partition up to ``rolled`` (from :func:`roll_segments`).
 
     With the broker's log dir (the embedded broker), waits for its ``cleaner-offset-checkpoint``
-    to reach the markers: proof that a pass ran. A remote broker's files are out of sight, so
-    this re-reads the log until no record below a marker is superseded by another below it;
+    to reach those offsets: proof that a pass ran. A remote broker's files are out of sight, so
+    this re-reads the log until no record below a roll is superseded by another below it;
     when nothing was to be removed, that is true at once (nothing to see, nothing to wait for).
 
     Returns the seconds waited; raises :class:`CleanerTimeoutError` after ``timeout`` seconds.
     """
     kafka = Kafka.of(kafka)
-    markers = dict(markers or {})
+    rolled = dict(rolled or {})
     root = resolve_log_dir(log_dir, kafka)
     started = time.monotonic()
     deadline = started + timeout
@@ -285,16 +160,16 @@ def wait_for_cleaner(
     if root is not None:
         def check() -> bool:
             done = cleaner_checkpoints(root)
-            return all(done.get((topic, p), -1) >= offset for p, offset in markers.items())
+            return all(done.get((topic, p), -1) >= offset for p, offset in rolled.items())
         poll = _POLL
     else:
         def check() -> bool:
-            return not _superseded_below(kafka.read_log(topic), markers)
+            return not _superseded_below(kafka.read_log(topic), rolled)
         poll = _REMOTE_POLL
     while not check():
         if time.monotonic() > deadline:
             raise CleanerTimeoutError(
-                f"The log cleaner did not clean {topic!r} up to {markers} within {timeout:.0f} s. "
+                f"The log cleaner did not clean {topic!r} up to {rolled} within {timeout:.0f} s. "
                 "Is the topic compacted (cleanup.policy=compact)? Is min.compaction.lag.ms small? "
                 "A remote broker may check for work only every log.cleaner.backoff.ms (15 s by default): "
                 "give a longer timeout."
@@ -307,18 +182,25 @@ def compact(
     kafka: KafkaLike = None,
     topic: str = DEFAULT_TOPIC,
     *,
+    write: Callable[[], object] | None = None,
+    partitions: Iterable[int] | None = None,
     timeout: float = 60.0,
     log_dir: LogDirOption = "auto",
     force: bool = False,
 ) -> CompactionResult:
     """One cleaner pass, now: read the log, roll, wait for the cleaner, read the log again.
 
+    ``write``: the lesson's next real writes, which roll the partitions they land in (as the
+    next append after ``segment.ms`` does in production); other partitions that need a roll get
+    a roll marker (see :mod:`kafka_crud.rolling`). ``partitions``: which to roll, by default
+    those with something appended since their last roll.
+
     Raises :class:`~kafka_crud.TopicNotCompactedError` for a topic that is not compacted, and
     :class:`~kafka_crud.TopicNotOwnedError` for one the kit did not create (unless ``force``):
-    the step appends records to it and changes its settings for a moment.
-    During the step ``min.cleanable.dirty.ratio`` is 0, so that the cleaner cleans even a dirty
-    section much smaller than the clean one (at the teaching 0.01, a topic holding a few hundred
-    users would otherwise not be cleaned for the few records of a demo); it is restored after.
+    the step appends to it and changes its settings for a moment. During the step
+    ``min.cleanable.dirty.ratio`` is 0, so that the cleaner cleans even a dirty section much
+    smaller than the clean one (at the teaching 0.01, a topic holding a few hundred users would
+    otherwise not be cleaned for the few records of a demo); it is restored after.
     """
     kafka = Kafka.of(kafka)
     kafka.require_compacted(topic)
@@ -326,13 +208,15 @@ def compact(
     root = resolve_log_dir(log_dir, kafka)
     where: LogDirOption = root  # resolved once, not per step
     before = kafka.read_log(topic)
-    partitions = sorted({r.partition for r in before})
-    if not partitions:
+    wanted = needs_roll(before) if partitions is None else sorted(set(partitions))
+    if not wanted and write is None:
         return CompactionResult(topic, before, before, {}, 0.0)
     with topic_overrides(kafka, topic, {"min.cleanable.dirty.ratio": "0"}, force=True):
-        markers = roll_segments(kafka, topic, partitions=partitions, timeout=timeout, log_dir=where, force=True)
-        seconds = wait_for_cleaner(kafka, topic, markers, timeout=timeout, log_dir=where)
-    result = CompactionResult(topic, before, kafka.read_log(topic), markers, seconds)
+        rolled = roll_segments(
+            kafka, topic, partitions=wanted, write=write, timeout=timeout, log_dir=where, force=True,
+        )
+        seconds = wait_for_cleaner(kafka, topic, rolled, timeout=timeout, log_dir=where)
+    result = CompactionResult(topic, before, kafka.read_log(topic), rolled, seconds)
     log.info("Compacted %r in %.2f s: %d of %d records removed", topic, seconds, len(result.removed), len(before))
     return result
 
@@ -360,8 +244,8 @@ def remove_tombstones(
        is reading the topic from the start still sees the delete.
     2. Wait until the horizon has passed: read from the segment files with the embedded broker,
        estimated as now + ``delete.retention.ms`` otherwise.
-    3. :func:`compact` again (it rolls, which gives the cleaner new dirty data: without it no
-       pass would run), until the tombstones are gone.
+    3. :func:`compact` again (it rolls the tombstones' partitions, which gives the cleaner new
+       dirty data: without it no pass would run), until the tombstones are gone.
 
     An empty value (``b""``) is not a tombstone: no pass ever removes the latest one of its key.
     Raises :class:`CleanerTimeoutError` when it takes longer than ``timeout`` seconds; create
@@ -374,10 +258,14 @@ def remove_tombstones(
     first = compact(kafka, topic, timeout=timeout, log_dir=root, force=True)
     passes = [first]
     retention_ms = int(kafka.topic_config(topic)["delete.retention.ms"])
-    # What this step waits for: tombstones the first pass kept (and stamped), below its markers.
-    waiting = [r for r in first.after if r.value is None and r.offset < first.markers.get(r.partition, -1)]
+    # What this step waits for: the lesson's tombstones the first pass kept (and stamped), below
+    # its roll. The kit's own roll markers are tombstones too, but nobody waits for those.
+    waiting = [
+        r for r in first.after
+        if r.value is None and not r.is_marker and r.offset < first.rolled.get(r.partition, -1)
+    ]
     seen = {(r.partition, r.offset) for r in first.before}
-    tombstones = [r for r in first.before if r.value is None] + [
+    tombstones = [r for r in first.before if r.value is None and not r.is_marker] + [
         r for r in waiting if (r.partition, r.offset) not in seen
     ]
     started = time.monotonic()
@@ -398,7 +286,8 @@ def remove_tombstones(
             log.info("Waiting %.1f s for the delete horizon of %r", wait, topic)
             time.sleep(wait)
         remaining = max(deadline - time.monotonic(), 1.0)
-        result = compact(kafka, topic, timeout=remaining, log_dir=root, force=True)
+        # Rolled even when nothing was appended since: a pass needs new dirty data to run at all.
+        result = compact(kafka, topic, partitions=partitions, timeout=remaining, log_dir=root, force=True)
         passes.append(result)
         present = {(r.partition, r.offset) for r in result.after}
         if not any((t.partition, t.offset) in present for t in waiting):

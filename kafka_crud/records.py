@@ -22,6 +22,8 @@ from typing import Any, Literal, NamedTuple
 from .errors import ValidationError
 
 __all__ = [
+    "MARKER_HEADER",
+    "MARKER_ROLL",
     "MAX_EMAIL_LENGTH",
     "LogRecord",
     "Position",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 MAX_EMAIL_LENGTH = 254
+#: The record header that marks a record the kit wrote for its own mechanics (see
+#: :mod:`kafka_crud.rolling`), with its value for a roll marker.
+MARKER_HEADER = "kafka-crud-marker"
+MARKER_ROLL = b"roll"
 MAX_NAME_LENGTH = 1000
 
 RecordKind = Literal["put", "tombstone", "empty value"]
@@ -84,6 +90,11 @@ class LogRecord:
     @property
     def position(self) -> Position:
         return Position(self.topic, self.partition, self.offset)
+
+    @property
+    def is_marker(self) -> bool:
+        """True for a record the kit wrote for its own mechanics (a roll marker), not a lesson's."""
+        return any(name == MARKER_HEADER for name, _ in self.headers or ())
 
 
 @dataclass(frozen=True, slots=True)

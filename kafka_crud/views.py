@@ -45,6 +45,7 @@ __all__ = [
     "WATERMARK_COLUMNS",
     "compare_frame",
     "groups_frame",
+    "hidden_markers",
     "plot_compaction",
     "plot_log",
     "records_frame",
@@ -60,7 +61,7 @@ LOG_COLUMNS = ("partition", "offset", "key", "value", "kind", "status", "superse
 COMPARE_COLUMNS = ("partition", "offset", "key", "value", "kind", "status", "outcome", "timestamp")
 #: Columns of :func:`watermarks_frame`.
 WATERMARK_COLUMNS = (
-    "partition", "low", "high", "high_minus_low", "records", "live_keys", "superseded", "tombstones",
+    "partition", "low", "high", "high_minus_low", "records", "live_keys", "superseded", "tombstones", "markers",
 )
 #: Columns of :func:`segments_frame`.
 SEGMENT_COLUMNS = (
@@ -96,8 +97,24 @@ def _object(values: Iterable[str | None]) -> pd.Series:
     return pd.Series(list(values), dtype=object)
 
 
-def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True) -> pd.DataFrame:
+def _hide_markers(records: Iterable[LogRecord], markers: bool) -> tuple[list[LogRecord], int]:
+    """The records without the kit's roll markers (unless ``markers``), and how many were hidden."""
+    records = list(records)
+    if markers:
+        return records, 0
+    shown = [r for r in records if not r.is_marker]
+    return shown, len(records) - len(shown)
+
+
+def hidden_markers(frame: pd.DataFrame) -> int:
+    """How many roll markers a view left out of ``frame`` (see :mod:`kafka_crud.rolling`)."""
+    return int(frame.attrs.get("hidden_markers", 0))
+
+
+def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True, markers: bool = False) -> pd.DataFrame:
     """The records as a DataFrame with the columns of :data:`LOG_COLUMNS`, in the order given.
+
+    The kit's roll markers are left out unless ``markers``; :func:`hidden_markers` says how many.
 
     ``key`` and ``value`` are decoded as UTF-8 text; a tombstone's value is None. ``kind`` is
     put, tombstone or empty value; ``status`` is live, superseded or tombstone, with
@@ -107,7 +124,7 @@ def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True) -> p
     """
     import pandas as pd
 
-    records = list(records)
+    records, hidden = _hide_markers(records, markers)
     statuses = classify(records)
     frame = pd.DataFrame({
         "partition": pd.Series([r.partition for r in records], dtype="int64"),
@@ -120,13 +137,17 @@ def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True) -> p
         "live": pd.Series([status == "live" for status, _ in statuses], dtype=bool),
         "timestamp": _timestamps(r.timestamp for r in records),
     }, columns=list(LOG_COLUMNS))
-    return frame if timestamps else frame.drop(columns=["timestamp"])
+    frame = frame if timestamps else frame.drop(columns=["timestamp"])
+    frame.attrs["hidden_markers"] = hidden
+    return frame
 
 
 def compare_frame(
-    before: Iterable[LogRecord], after: Iterable[LogRecord], *, timestamps: bool = False
+    before: Iterable[LogRecord], after: Iterable[LogRecord], *, timestamps: bool = False, markers: bool = False,
 ) -> pd.DataFrame:
     """Two reads of one log side by side: every record of either, by partition and offset.
+
+    The kit's roll markers are left out unless ``markers``; :func:`hidden_markers` says how many.
 
     ``status`` is the record's status in ``before`` (in ``after`` for a new record).
     ``outcome`` is ``kept`` (still there, at the same offset: compaction never renumbers),
@@ -134,7 +155,9 @@ def compare_frame(
     """
     import pandas as pd
 
-    before, after = list(before), list(after)
+    raw = [*before, *after] if not markers else []
+    before, _ = _hide_markers(before, markers)
+    after, _ = _hide_markers(after, markers)
     in_after = {(r.partition, r.offset) for r in after}
     in_before = {(r.partition, r.offset) for r in before}
     rows: list[tuple[LogRecord, str, str]] = []
@@ -154,7 +177,9 @@ def compare_frame(
         "outcome": _object(outcome for _, _, outcome in rows),
         "timestamp": _timestamps(r.timestamp for r, _, _ in rows),
     }, columns=list(COMPARE_COLUMNS))
-    return frame if timestamps else frame.drop(columns=["timestamp"])
+    frame = frame if timestamps else frame.drop(columns=["timestamp"])
+    frame.attrs["hidden_markers"] = len({(r.partition, r.offset) for r in raw if r.is_marker})
+    return frame
 
 
 def watermarks_frame(marks: Mapping[int, Watermarks], records: Iterable[LogRecord]) -> pd.DataFrame:
@@ -168,21 +193,24 @@ def watermarks_frame(marks: Mapping[int, Watermarks], records: Iterable[LogRecor
     first records are gone), ``high`` the end offset, ``high_minus_low`` what a UI shows as
     "messages". ``records`` are the records actually in the log below ``high``; of them
     ``live_keys`` are the current values of their keys (exact: the number of keys a reader
-    rebuilding the table ends up with, an empty value included), the others are ``superseded``
-    or latest-of-their-key ``tombstones``.
+    rebuilding the table ends up with, an empty value included), the others are ``superseded``,
+    latest-of-their-key ``tombstones``, or the kit's own roll ``markers``
+    (:mod:`kafka_crud.rolling`): ``records`` = ``live_keys`` + ``superseded`` + ``tombstones``
+    + ``markers``.
     """
     import pandas as pd
 
     below = [r for r in records if r.partition in marks and r.offset < marks[r.partition].high]
-    counts = {p: {"records": 0, "live": 0, "superseded": 0, "tombstone": 0} for p in marks}
+    counts = {p: {"records": 0, "live": 0, "superseded": 0, "tombstone": 0, "markers": 0} for p in marks}
     for record, (status, _) in zip(below, classify(below), strict=True):
         counts[record.partition]["records"] += 1
-        counts[record.partition][status] += 1
+        counts[record.partition]["markers" if record.is_marker else status] += 1
     rows = [
         {
             "partition": p, "low": low, "high": high, "high_minus_low": high - low,
             "records": counts[p]["records"], "live_keys": counts[p]["live"],
             "superseded": counts[p]["superseded"], "tombstones": counts[p]["tombstone"],
+            "markers": counts[p]["markers"],
         }
         for p, (low, high) in marks.items()
     ]
@@ -288,7 +316,9 @@ def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
     # Keys and values are whatever producers wrote: escaped, never rendered as HTML.
     styler = styler.format(escape="html", na_rep="")  # a raw "<NA>" would vanish as an unknown tag
     styler = styler.format(na_rep="null", escape="html", subset=[c for c in ("key", "value") if c in columns])
-    return styler.set_caption(f"{caption} ({legend})" if caption else legend)
+    hidden = hidden_markers(frame)
+    note = f"; {hidden} roll marker(s) of the kit hidden" if hidden else ""
+    return styler.set_caption(f"{caption} ({legend}{note})" if caption else f"{legend}{note}")
 
 
 def _as_frame(log: Sequence[LogRecord] | pd.DataFrame) -> pd.DataFrame:
@@ -330,7 +360,8 @@ def plot_log(
     if ax is None:
         figure = Figure(figsize=(9, 1.2 + 0.5 * max(frame["partition"].nunique(), 1)), layout="constrained")
         ax = figure.subplots()
-    _draw(ax, frame, title or f"{len(frame)} records")
+    hidden = hidden_markers(frame)
+    _draw(ax, frame, title or f"{len(frame)} records" + (f" ({hidden} roll markers hidden)" if hidden else ""))
     ax.set_xlabel("offset")
     root = ax.figure
     while not isinstance(root, Figure):  # a subfigure: its parent, up to the figure
