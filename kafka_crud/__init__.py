@@ -54,6 +54,7 @@ from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
 from .store import StoredUser, UserStore
+from .styled import StyledTable
 from .views import (
     compare_frame,
     groups_frame,
@@ -118,6 +119,7 @@ __all__ = [
     "roll_segments",
     "wait_for_cleaner",
     # views (pandas and matplotlib imported on use)
+    "StyledTable",
     "compare_frame",
     "groups_frame",
     "plot_compaction",
