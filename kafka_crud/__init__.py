@@ -27,6 +27,13 @@ from .compaction import (
 from .config import KAFKA_VERSION
 from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
 from .consumer import Progress, StoreConsumer
+from .diagrams import (
+    plot_compaction_story,
+    plot_group_vs_assign,
+    plot_overview,
+    plot_partition_segments,
+    plot_partitions,
+)
 from .errors import (
     BrokerError,
     BrokerStartError,
@@ -123,7 +130,12 @@ __all__ = [
     "compare_frame",
     "groups_frame",
     "plot_compaction",
+    "plot_compaction_story",
+    "plot_group_vs_assign",
     "plot_log",
+    "plot_overview",
+    "plot_partition_segments",
+    "plot_partitions",
     "records_frame",
     "segments_frame",
     "style_log",
