@@ -20,6 +20,13 @@ from .compaction import CompactionResult, TombstoneRemoval, compact, remove_tomb
 from .config import KAFKA_VERSION
 from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
 from .consumer import Progress, StoreConsumer
+from .diagrams import (
+    plot_compaction_story,
+    plot_group_vs_assign,
+    plot_overview,
+    plot_partition_segments,
+    plot_partitions,
+)
 from .errors import (
     BrokerError,
     BrokerStartError,
@@ -48,6 +55,7 @@ from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
 from .store import StoredUser, UserStore
+from .styled import StyledTable
 from .views import (
     compare_frame,
     groups_frame,
@@ -114,11 +122,17 @@ __all__ = [
     "rolling",
     "wait_for_cleaner",
     # views (pandas and matplotlib imported on use)
+    "StyledTable",
     "compare_frame",
     "groups_frame",
     "hidden_markers",
     "plot_compaction",
+    "plot_compaction_story",
+    "plot_group_vs_assign",
     "plot_log",
+    "plot_overview",
+    "plot_partition_segments",
+    "plot_partitions",
     "records_frame",
     "segments_frame",
     "style_log",

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .records import LogRecord, classify
+from .styled import StyledTable
 
 if TYPE_CHECKING:
     from .connection import GroupOffset, Watermarks
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from pandas.io.formats.style import Styler
 
     from .store import StoredUser
 
@@ -41,7 +41,10 @@ __all__ = [
     "GROUP_COLUMNS",
     "LOG_COLUMNS",
     "SEGMENT_COLUMNS",
+    "MARK_COLOURS",
     "STATUS_COLOURS",
+    "STATUS_LEGEND",
+    "STATUS_SYMBOLS",
     "WATERMARK_COLUMNS",
     "compare_frame",
     "groups_frame",
@@ -50,6 +53,7 @@ __all__ = [
     "plot_log",
     "records_frame",
     "segments_frame",
+    "status_label",
     "style_log",
     "users_frame",
     "watermarks_frame",
@@ -71,13 +75,27 @@ SEGMENT_COLUMNS = (
 #: Columns of :func:`groups_frame`.
 GROUP_COLUMNS = ("group", "topic", "partition", "committed", "end_offset", "lag")
 
-#: Background and text colour per record status, in the table and the plots.
+#: Background and text colour per record status, in the table (Okabe–Ito hues, safe for
+#: red-green colour blindness; the status is also a word and a symbol, never a colour alone).
 STATUS_COLOURS: dict[str, tuple[str, str]] = {
-    "live": ("#d1e7dd", "#0f5132"),
-    "superseded": ("#e9ecef", "#6c757d"),
-    "tombstone": ("#f8d7da", "#842029"),
+    "live": ("#d4e6f4", "#00466e"),  # blue
+    "superseded": ("#ececec", "#595959"),  # grey
+    "tombstone": ("#f9dcc8", "#8a3b00"),  # vermillion
 }
-_MARKER_COLOURS = {"live": "#198754", "superseded": "#adb5bd", "tombstone": "#dc3545"}
+#: The symbol beside each status word, in tables and plots.
+STATUS_SYMBOLS: dict[str, str] = {"live": "●", "superseded": "○", "tombstone": "✝"}
+#: Mark and outline colour per status in the plots (Okabe–Ito blue, grey, vermillion).
+MARK_COLOURS: dict[str, str] = {"live": "#0072B2", "superseded": "#8c8c8c", "tombstone": "#D55E00"}
+_MARKERS = {"live": "s", "superseded": "o", "tombstone": "X"}  # the shape says it too
+#: What the colours and symbols mean, as the tables' caption says it.
+STATUS_LEGEND = "● live: blue, ○ superseded: grey, ✝ tombstone: orange"
+
+
+def status_label(status: str) -> str:
+    """A status as tables and plots write it: its symbol and its word (``● live``)."""
+    symbol = STATUS_SYMBOLS.get(status)
+    return f"{symbol} {status}" if symbol else status
+
 
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
@@ -289,17 +307,20 @@ def users_frame(users: Iterable[StoredUser]) -> pd.DataFrame:
     return frame.astype({"partition": "int64", "offset": "int64"})
 
 
-def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
-    """The log colour-coded by ``status``: live green, superseded grey, tombstone red.
+def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> StyledTable:
+    """The log colour-coded by ``status``, each status also a symbol and a word: ● live (blue),
+    ○ superseded (grey), ✝ tombstone (orange).
 
-    Works on :func:`log_frame` and :func:`compare_frame` output (a removed record is also
-    struck through). The HTML is the same from run to run: the table id is a hash of what it
-    shows, not random, and differs between tables (the colours are CSS rules on cell ids, and a
-    page with two tables of one id would colour both by the last). The index is hidden: the
-    partition and offset columns say where each record is.
+    Works on :func:`records_frame` and :func:`compare_frame` output (a removed record is also
+    struck through, and its ``outcome`` says ``removed``). Returns a :class:`StyledTable`:
+    styled HTML in a notebook, and the same table as plain text everywhere else (``repr()``,
+    GitHub, a terminal, a screen reader). The HTML is the same from run to run: the table id
+    is a hash of what it shows, not random, and differs between tables (the colours are CSS
+    rules on cell ids, and a page with two tables of one id would colour both by the last).
+    The index is hidden: the partition and offset columns say where each record is.
     """
     if "status" not in frame.columns:
-        raise ValueError("style_log needs the 'status' column of log_frame() or compare_frame()")
+        raise ValueError("style_log needs the 'status' column of records_frame() or compare_frame()")
     columns = list(frame.columns)
 
     def row_style(row: pd.Series) -> list[str]:
@@ -309,16 +330,22 @@ def style_log(frame: pd.DataFrame, *, caption: str | None = None) -> Styler:
             css += "; text-decoration: line-through"
         return [css] * len(columns)
 
-    legend = "green: live, grey: superseded, red: tombstone"
+    hidden = hidden_markers(frame)
+    legend = STATUS_LEGEND + (f"; {hidden} roll marker(s) of the kit hidden" if hidden else "")
+    full_caption = f"{caption} ({legend})" if caption else legend
     shown = f"{caption}\n{frame.to_csv()}".encode("utf-8", "surrogatepass")
     table_id = f"kafka-crud-log-{hashlib.blake2b(shown, digest_size=5).hexdigest()}"
     styler = frame.style.set_uuid(table_id).hide(axis="index").apply(row_style, axis=1)
     # Keys and values are whatever producers wrote: escaped, never rendered as HTML.
     styler = styler.format(escape="html", na_rep="")  # a raw "<NA>" would vanish as an unknown tag
     styler = styler.format(na_rep="null", escape="html", subset=[c for c in ("key", "value") if c in columns])
-    hidden = hidden_markers(frame)
-    note = f"; {hidden} roll marker(s) of the kit hidden" if hidden else ""
-    return styler.set_caption(f"{caption} ({legend}{note})" if caption else f"{legend}{note}")
+    styler = styler.format(lambda s: status_label(str(s)), subset=["status"])
+    return StyledTable(
+        frame, styler.set_caption(full_caption), caption=full_caption,
+        # An empty value is not a tombstone: in text it reads "" (a tombstone's value reads null).
+        formatters={"status": lambda s: status_label(str(s)), "value": lambda v: str(v) or '""'},
+        nulls={"key": "null", "value": "null"},
+    )
 
 
 def _as_frame(log: Sequence[LogRecord] | pd.DataFrame) -> pd.DataFrame:
@@ -332,9 +359,11 @@ def _draw(ax: Axes, frame: pd.DataFrame, title: str) -> None:
 
     for status in ("superseded", "live", "tombstone"):
         rows = frame[frame["status"] == status]
+        colour = MARK_COLOURS[status]
         ax.scatter(
-            rows["offset"], rows["partition"], s=90, marker="x" if status == "tombstone" else "s",
-            color=_MARKER_COLOURS[status], label=f"{status} ({len(rows)})",
+            rows["offset"], rows["partition"], s=90, marker=_MARKERS[status], linewidths=1.5,
+            facecolors="none" if status == "superseded" else colour, edgecolors=colour,
+            label=f"{status} ({len(rows)})",
         )
     partitions = sorted(set(frame["partition"])) or [0]
     ax.set_yticks(partitions)
@@ -349,7 +378,8 @@ def _draw(ax: Axes, frame: pd.DataFrame, title: str) -> None:
 def plot_log(
     log: Sequence[LogRecord] | pd.DataFrame, *, title: str | None = None, ax: Axes | None = None
 ) -> Figure:
-    """Records per partition by offset, one mark per record, coloured by status.
+    """Records per partition by offset, one mark per record: its shape and colour say its status
+    (■ live, blue; ○ superseded, grey; ✖ tombstone, orange).
 
     Gaps in a row are offsets compaction removed. Draws on ``ax`` when given, else on a new
     figure; returns the figure (a notebook cell ending with it shows it once).

@@ -6,7 +6,8 @@
 Writes go through :class:`~kafka_crud.service.UserService`, which returns once Kafka has
 acknowledged the record *and* the service's store has applied it: the state view, refreshed
 right after, shows the change. The log view reads the topic itself (every record, superseded
-ones and tombstones included), colour-coded.
+ones and tombstones included), colour-coded, each status also a symbol and a word (● live,
+○ superseded, ✝ tombstone).
 
 Every widget a test or a browser needs to find has a fixed description and a CSS class:
 ``kafka-crud-email``, ``kafka-crud-name``, ``kafka-crud-create``, ``kafka-crud-update``,
@@ -151,7 +152,7 @@ class StateView(widgets.HTML):
 
 
 class LogView(widgets.HTML):
-    """Every record in the topic, colour-coded: live green, superseded grey, tombstone red.
+    """Every record in the topic, by status: ● live (blue), ○ superseded (grey), ✝ tombstone (orange).
 
     With more than ``max_rows`` records, the ``max_rows`` newest (by timestamp) are shown, in
     partition and offset order.

@@ -154,8 +154,9 @@ def test_style_log_colours_rows_by_status_and_renders_the_same_twice() -> None:
     second = style_log(frame).to_html()
 
     assert first == second
-    assert "#d1e7dd" in first and "#e9ecef" in first and "#f8d7da" in first  # live, superseded, tombstone
-    assert "green: live, grey: superseded, red: tombstone" in first
+    for background in ("#d4e6f4", "#ececec", "#f9dcc8"):  # live, superseded, tombstone
+        assert background in first
+    assert "● live: blue, ○ superseded: grey, ✝ tombstone: orange" in first
     assert ">null<" in first  # the tombstone's value
     assert "<NA>" not in first  # shown as an empty cell, not as a tag a browser would swallow
 
