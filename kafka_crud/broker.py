@@ -30,7 +30,7 @@ from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
 from .jvm import Java, find_java, kafka_classpath
 from .process import JVM_OPTS, ClassArchive, Watchdog, heap_options, tail
-from .topics import EMBEDDED_CLUSTER_PREFIX
+from .topics import EMBEDDED_CLUSTER_PREFIX, note_started_here
 
 __all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
 
@@ -279,6 +279,7 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
+        note_started_here(self._formatted_cluster_id())
         log.info("Kafka ready at %s", self.bootstrap_servers)
         return self
 
@@ -312,6 +313,13 @@ class LocalKafka:
                     log_tail=tail(self.broker_log),
                 )
             time.sleep(0.2)
+
+    def _formatted_cluster_id(self) -> str:
+        """The cluster id in the storage's meta.properties (an older data dir keeps its own)."""
+        for line in (self.log_dir / "meta.properties").read_text(encoding="utf-8").splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return self.cluster_id
 
     def kill(self) -> None:
         """SIGKILL the JVM (a crash, for fault-injection demos); the data dir stays as it was."""

@@ -324,8 +324,12 @@ class Kafka(TopicAdmin):
         pending = [(p, high) for p, (low, high) in targets.items() if high > low]
         if not pending:
             return
-        consumer = self.consumer()
+        # Short fetch waits: a partition at its end answers at once, not after librdkafka's 500 ms.
+        consumer = self.consumer(**{"fetch.wait.max.ms": 10})
         try:
+            # Without the topic's metadata at hand, the first fetch waits ~0.5 s for librdkafka to ask.
+            with self.errors(f"reading the metadata of {topic!r}"):
+                consumer.list_topics(topic, timeout=self.timeout)
             deadline = time.monotonic() + timeout
             for partition, end in pending:
                 consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
@@ -343,7 +347,7 @@ class Kafka(TopicAdmin):
                     f"within {timeout:.0f} s: is the broker healthy?"
                 )
             with self.errors(f"reading {topic!r}"):
-                batch = consumer.consume(num_messages=10_000, timeout=0.2)
+                batch = consumer.consume(num_messages=10_000, timeout=0.05)
             msg: Any  # a consumed record has its partition and offset (the stubs say int | None)
             for msg in batch:
                 if msg.partition() != partition:

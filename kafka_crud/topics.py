@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
@@ -74,6 +75,39 @@ REGISTRY_TOPIC = "kafka-crud.topics"
 EMBEDDED_CLUSTER_PREFIX = "a2Fma2FjcnVk"
 
 
+def _started_here() -> Path:
+    """The file where LocalKafka notes the id of every cluster it started on this machine.
+
+    It covers data dirs formatted before cluster ids carried :data:`EMBEDDED_CLUSTER_PREFIX`.
+    """
+    from .jvm import cache_dir
+
+    return cache_dir() / "clusters-started-here"
+
+
+def note_started_here(cluster_id: str) -> None:
+    """Record that the kit started the cluster ``cluster_id`` on this machine."""
+    path = _started_here()
+    try:
+        known = set(path.read_text(encoding="utf-8").split()) if path.exists() else set()
+        if cluster_id not in known:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(cluster_id + "\n")
+    except OSError as exc:
+        log.debug("Could not note cluster %s: %s", cluster_id, exc)
+
+
+def started_here(cluster_id: str) -> bool:
+    """Whether the kit formatted or started the cluster ``cluster_id`` (see :func:`note_started_here`)."""
+    if cluster_id.startswith(EMBEDDED_CLUSTER_PREFIX):
+        return True
+    try:
+        return cluster_id in _started_here().read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+
+
 class TopicAdmin:
     """Topic administration for :class:`~kafka_crud.Kafka` (which it is part of)."""
 
@@ -96,7 +130,7 @@ class TopicAdmin:
         if self._embedded is None:
             with self.errors("describing the cluster"):
                 cluster = self.admin.describe_cluster(request_timeout=self.timeout).result(timeout=self.timeout)
-            self._embedded = str(cluster.cluster_id).startswith(EMBEDDED_CLUSTER_PREFIX)
+            self._embedded = started_here(str(cluster.cluster_id))
         return self._embedded
 
     def topic_id(self, topic: str) -> str | None:
