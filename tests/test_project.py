@@ -84,6 +84,12 @@ def test_the_session_broker_starts_only_once_a_test_that_needs_it_has_run(
         socket.create_connection((host, int(port)), timeout=5).close()
 
 
+def test_no_kit_setting_of_the_developers_reaches_a_test() -> None:
+    assert [name for name in os.environ if name.startswith("KAFKA_CRUD_")] == []
+    assert kafka_crud.Kafka("broker-a:9092").client_config()["bootstrap.servers"] == "broker-a:9092"
+    assert "security.protocol" not in kafka_crud.Kafka("broker-a:9092").client_config()
+
+
 def test_client_config_uses_the_environment_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BOOTSTRAP_ENV, "broker-a:9092,broker-b:9092")
     monkeypatch.delenv(CLIENT_CONFIG_ENV, raising=False)
