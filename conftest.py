@@ -1,23 +1,92 @@
 """One real Kafka broker for the whole test session, Python tests and nbval notebooks alike.
 
 ``KAFKA_BOOTSTRAP_SERVERS`` when set; else a Kafka container when a Docker daemon answers;
-else the embedded broker (a Java subprocess). The chosen address is exported as
-``KAFKA_BOOTSTRAP_SERVERS`` before any test runs, so notebook kernels started by nbval use it.
+else the embedded broker (a Java subprocess).
+
+The broker starts lazily, right before the first test that needs one runs: a test marked
+``broker``, or a notebook cell (nbval starts a notebook's kernel when its first cell is set
+up, after this; the kernel inherits ``KAFKA_BOOTSTRAP_SERVERS``). ``pytest -m "not broker"``
+therefore starts none, and a test that is not marked ``broker`` may not start one either:
+``LocalKafka.start`` refuses while it runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import pytest
 
-from kafka_crud.config import BOOTSTRAP_ENV, KAFKA_VERSION
+from kafka_crud.config import BOOTSTRAP_ENV, CLIENT_CONFIG_ENV, KAFKA_VERSION
 
 log = logging.getLogger("kafka_crud.tests")
 
-_stop_session_broker: Callable[[], None] | None = None
+
+class _SessionBroker:
+    """The session's broker: configured from outside, started on first need, or none yet."""
+
+    def __init__(self) -> None:
+        self.servers: str | None = None
+        self.external = False
+        self.error: BaseException | None = None
+        self._stop: Callable[[], None] | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    def configure(self) -> None:
+        servers = os.environ.get(BOOTSTRAP_ENV, "").strip()
+        if servers:
+            self.servers, self.external = servers, True
+
+    def ensure(self, config: pytest.Config) -> str:
+        if self.servers is not None:
+            return self.servers
+        if self.error is not None:  # failed once: fail every test that needs it, at once
+            raise self.error
+        try:
+            try:
+                servers, stop = _start_container()
+                how = "a Kafka container"
+            except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
+                log.info("No Kafka container (%s): using the embedded broker", exc)
+                servers, stop = _start_embedded()
+                how = "the embedded broker"
+        except BaseException as exc:
+            self.error = exc
+            raise
+        self.servers, self._stop = servers, stop
+        # Notebook kernels started from now on use this broker, with no settings meant for
+        # another cluster (its listener is plain TCP on loopback).
+        self._saved_env = {name: os.environ.get(name) for name in (BOOTSTRAP_ENV, CLIENT_CONFIG_ENV)}
+        os.environ[BOOTSTRAP_ENV] = servers
+        os.environ.pop(CLIENT_CONFIG_ENV, None)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"kafka: Apache Kafka {KAFKA_VERSION} from {how} at {servers}")
+        return servers
+
+    def stop(self) -> None:
+        stop, self._stop = self._stop, None
+        if stop is None:
+            return
+        saved_servers = self._saved_env.get(BOOTSTRAP_ENV)
+        if saved_servers is None:
+            os.environ.pop(BOOTSTRAP_ENV, None)
+        else:
+            os.environ[BOOTSTRAP_ENV] = saved_servers
+        saved_config = self._saved_env.get(CLIENT_CONFIG_ENV)
+        if saved_config is not None:
+            os.environ[CLIENT_CONFIG_ENV] = saved_config
+        self.servers = None
+        stop()
+
+
+_broker = _SessionBroker()
+
+
+def needs_broker(item: pytest.Item) -> bool:
+    """A test marked ``broker``, or a notebook cell (every course notebook talks to Kafka)."""
+    return item.get_closest_marker("broker") is not None or item.path.suffix == ".ipynb"
 
 
 def _start_container() -> tuple[str, Callable[[], None]]:
@@ -40,7 +109,7 @@ def _start_container() -> tuple[str, Callable[[], None]]:
     env.update({"KAFKA_" + k.upper().replace(".", "_"): v for k, v in BROKER_SETTINGS.items()})
     for key, value in env.items():
         container.with_env(key, value)
-    container.with_bind_ports(9092, ("127.0.0.1", port))
+    container.with_bind_ports(9092, ("127.0.0.1", port))  # type: ignore[arg-type]  # docker-py takes (ip, port)
     container.start()
     servers = f"127.0.0.1:{port}"
     _wait_for_metadata(servers)
@@ -58,7 +127,7 @@ def _wait_for_metadata(servers: str, timeout: float = 120.0) -> None:
         try:
             if admin.list_topics(timeout=2).brokers:
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.5)
@@ -72,28 +141,44 @@ def _start_embedded() -> tuple[str, Callable[[], None]]:
     return kafka.bootstrap_servers, kafka.stop
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    global _stop_session_broker
-    if os.environ.get(BOOTSTRAP_ENV) or session.config.option.collectonly:
-        return
-    try:
-        servers, stop = _start_container()
-        how = "a Kafka container"
-    except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
-        log.info("No Kafka container (%s): using the embedded broker", exc)
-        servers, stop = _start_embedded()
-        how = "the embedded broker"
-    os.environ[BOOTSTRAP_ENV] = servers
-    _stop_session_broker = stop
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"kafka: Apache Kafka {KAFKA_VERSION} from {how} at {servers}")
+def pytest_configure(config: pytest.Config) -> None:
+    _broker.configure()
+
+
+def _refuse_to_start(self: object) -> None:
+    raise RuntimeError(
+        "This test started a Kafka broker but is not marked broker: add @pytest.mark.broker "
+        "(or pytestmark = pytest.mark.broker), so that `pytest -m 'not broker'` stays broker-free"
+    )
+
+
+def _phase(item: pytest.Item) -> Generator[None, object, object]:
+    """Run a test's setup or call with the session broker up, or with brokers refused."""
+    if needs_broker(item):
+        _broker.ensure(item.config)  # before the fixtures, and before nbval starts a kernel
+        return (yield)
+    from kafka_crud.broker import LocalKafka
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalKafka, "start", _refuse_to_start)
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _phase(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _phase(item))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    global _stop_session_broker
-    if _stop_session_broker is not None:
-        stop, _stop_session_broker = _stop_session_broker, None
-        os.environ.pop(BOOTSTRAP_ENV, None)
-        stop()
+    _broker.stop()
 
+
+@pytest.fixture
+def session_broker() -> str | None:
+    """The session broker's address; None while no test that needs one has run."""
+    return _broker.servers

@@ -73,11 +73,15 @@ log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("kafka_crud.librdkafka")
 
 # A partition just created, or a broker just restarted, answers these until its leader is up.
+# A topic deleted and re-created under the same name also answers a leader epoch mismatch while
+# the client's metadata still has the old topic's epoch.
 _LEADER_NOT_READY = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError.NOT_COORDINATOR,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
 }
 
 

@@ -206,7 +206,8 @@ def kafka_error(err: KafkaError, doing: str, servers: str = "") -> KafkaCrudErro
 
 @contextmanager
 def map_kafka_errors(doing: str, servers: str = "") -> Iterator[None]:
-    """Turn a ``KafkaException`` raised in the block into the kit error that says what to do."""
+    """Turn a ``KafkaException`` raised in the block into the kit error that says what to do;
+    so too the ``TimeoutError`` of an admin future's ``result(timeout=...)`` that Kafka never answered."""
     try:
         yield
     except KafkaException as exc:
@@ -214,3 +215,7 @@ def map_kafka_errors(doing: str, servers: str = "") -> Iterator[None]:
         if err is None:
             raise KafkaOperationError(f"Kafka failed while {doing}: {exc}") from exc
         raise kafka_error(err, doing, servers) from exc
+    except TimeoutError as exc:
+        if isinstance(exc, KafkaCrudError):  # CleanerTimeoutError: already the kit's
+            raise
+        raise kafka_error(KafkaError(KafkaError._TIMED_OUT, "no answer in time"), doing, servers) from exc

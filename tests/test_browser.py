@@ -18,10 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
 from browser.jupyterlab import (
     ARTIFACTS,
     Lab,
@@ -33,6 +29,9 @@ from browser.jupyterlab import (
     wait_for_widget,
     wait_until_all_cells_ran,
 )
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 # Each step has its own bounded wait (JupyterLab up 150 s, notebook open 90 s, cells run 120 s,
 # the click's result 60 s); the timeout is the backstop, with room for installing Chromium on a

@@ -11,7 +11,6 @@ broker alone.
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import threading
@@ -24,58 +23,36 @@ from urllib.parse import quote
 
 import pytest
 from confluent_kafka import KafkaError
+from helpers import call
 
 from kafka_crud.broker import LocalKafka
-from kafka_crud.consumer import read_log
+from kafka_crud.connection import Kafka
 from kafka_crud.errors import WriteError
 from kafka_crud.producer import UserProducer
 from kafka_crud.server import ServerHandle, serve_in_thread
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 WRITE_TIMEOUT = 3.0
 WRITERS = 4
 STALE_ETAG = '"0-999999"'  # an offset none of these topics reaches
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    seconds: float
-
-
-def call(url: str, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
-         timeout: float = 60.0) -> Answer:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    payload = None if body is None else json.dumps(body).encode()
-    started = time.monotonic()
-    try:
-        conn.request(method, path, body=payload, headers=headers or {})
-        response = conn.getresponse()
-        data = response.read()
-        return Answer(response.status, data, dict(response.headers), time.monotonic() - started)
-    finally:
-        conn.close()
-
-
 def users_of(url: str) -> dict[str, str]:
     answer = call(url, "GET", "/users")
     assert answer.status == 200
-    return {u["email"]: u["name"] for u in json.loads(answer.body)}
+    return {u["email"]: u["name"] for u in answer.json()}
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A broker of this module's own, on a data dir that outlives a kill."""
-    broker = LocalKafka(data_dir=tmp_path_factory.mktemp("crash-broker"))
-    broker.start()
+    local = LocalKafka(data_dir=tmp_path_factory.mktemp("crash-broker"))
+    local.start()
     try:
-        yield broker
+        yield local
     finally:
-        broker.stop()
+        local.stop()
 
 
 # -- 1. kill -9 the broker during a stream of PUTs ------------------------------------------------
@@ -140,7 +117,7 @@ class Stream:
             time.sleep(0.05)
 
 
-def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: float) -> tuple[Stream, Counter[str]]:
+def crash_during_stream(broker: LocalKafka, *, write_timeout: float, down_for: float) -> tuple[Stream, Counter[str]]:
     """PUT a stream of new users, kill -9 the broker, restart it after ``down_for`` s, PUT more.
 
     Checks what holds whatever the timing: the server answers throughout, within the write
@@ -149,19 +126,20 @@ def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: fl
     topic, and exactly once in the log. Returns the stream and how often each key is in the log.
     """
     topic = f"crash-{uuid.uuid4().hex[:10]}"
-    with serve_in_thread(kafka.bootstrap_servers, topic=topic, write_timeout=write_timeout) as server:
+    kafka = broker.connect()  # one connection through the crash: its clients reconnect
+    with serve_in_thread(kafka, topic=topic, write_timeout=write_timeout) as server:
         with Stream(server.url) as stream:
             stream.wait_for_acks("before", 40, timeout=30)
-            pid = kafka.pid
-            kafka.kill()
+            pid = broker.pid
+            broker.kill()
             stream.phase = "down"
             # While the broker is down the server still answers: health, and reads from memory.
             assert call(server.url, "GET", "/healthz").status == 200
             some = stream.acknowledged("before")[0]
-            assert json.loads(call(server.url, "GET", f"/user?email={quote(some.email)}").body)["name"] == some.name
+            assert call(server.url, "GET", f"/user?email={quote(some.email)}").json()["name"] == some.name
             time.sleep(down_for)
-            kafka.start()
-            assert kafka.pid != pid
+            broker.start()
+            assert broker.pid != pid
             stream.phase = "after"
             # The same server, never restarted, acknowledges writes again.
             stream.wait_for_acks("after", 40, timeout=60)
@@ -172,7 +150,8 @@ def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: fl
             assert w.status in (201, 503), w
             assert w.seconds <= bound, f"{w.email} answered {w.status} after {w.seconds:.1f} s"
             if w.status == 503:
-                assert w.retry_after is not None and "error" in json.loads(w.body)
+                assert w.retry_after is not None
+                assert "error" in json.loads(w.body)
 
         # Every acknowledged write is there with its value: on this server, ...
         expected = {w.email: w.name for w in stream.acknowledged()}
@@ -180,11 +159,11 @@ def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: fl
         assert {e: seen.get(e) for e in expected} == expected
 
     # ... on a server rebuilt from the topic, ...
-    with serve_in_thread(kafka.bootstrap_servers, topic=topic) as rebuilt:
+    with serve_in_thread(broker.connect(), topic=topic) as rebuilt:
         rebuilt_users = users_of(rebuilt.url)
     assert {e: rebuilt_users.get(e) for e in expected} == expected
     # ... and in the log itself, each once: the idempotent producer's retries wrote no duplicate.
-    keys = Counter(r.key.decode() for r in read_log(kafka.bootstrap_servers, topic) if r.key)
+    keys = Counter(r.key.decode() for r in kafka.read_log(topic) if r.key)
     assert all(keys[e] == 1 for e in expected), {e: keys[e] for e in expected if keys[e] != 1}
     assert max(keys.values()) == 1
     # Beyond the acknowledged writes the log holds only writes answered 503 ("may have landed").
@@ -192,10 +171,10 @@ def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: fl
     return stream, keys
 
 
-def test_a_broker_down_longer_than_the_write_timeout_costs_503s_and_no_acknowledged_write(
-    kafka: LocalKafka,
-) -> None:
-    stream, keys = crash_during_stream(kafka, write_timeout=WRITE_TIMEOUT, down_for=WRITE_TIMEOUT + 1)
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_broker_down_longer_than_the_write_timeout_costs_503s_and_no_acknowledged_write(broker: LocalKafka) -> None:
+    stream, keys = crash_during_stream(broker, write_timeout=WRITE_TIMEOUT, down_for=WRITE_TIMEOUT + 1)
     statuses = Counter(w.status for w in stream.writes)
     assert statuses[503] > 0, "no write saw the broker down: the crash came too late"
     _report("broker down for longer than the write timeout", faults=1, acknowledged=statuses[201], lost=0,
@@ -203,10 +182,12 @@ def test_a_broker_down_longer_than_the_write_timeout_costs_503s_and_no_acknowled
             slowest=max(w.seconds for w in stream.writes))
 
 
-def test_writes_in_flight_during_a_quick_broker_restart_are_acknowledged_once(kafka: LocalKafka) -> None:
+@pytest.mark.broker
+@pytest.mark.slow
+def test_writes_in_flight_during_a_quick_broker_restart_are_acknowledged_once(broker: LocalKafka) -> None:
     # A write timeout longer than the restart: writes sent into the crash wait, the producer
     # retries them on the restarted broker, and each must land once and be acknowledged.
-    stream, _ = crash_during_stream(kafka, write_timeout=45.0, down_for=0)
+    stream, _ = crash_during_stream(broker, write_timeout=45.0, down_for=0)
     statuses = Counter(w.status for w in stream.writes)
     assert set(statuses) == {201}, statuses
     waited = [w for w in stream.writes if w.phase_at_start != w.phase_at_end]
@@ -269,13 +250,15 @@ def run_operations(url: str, model: Model, rng: random.Random, count: int) -> Co
 
 def assert_state(server: ServerHandle, model: Model) -> None:
     assert users_of(server.url) == model.names()
-    for email, (name, etag) in model.users.items():
+    for email, (_, etag) in model.users.items():
         answer = call(server.url, "GET", f"/user?email={quote(email)}")
         assert (answer.status, answer.headers["ETag"]) == (200, etag)
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_restarted_servers_rebuild_the_acknowledged_state_also_after_compaction(
-    bootstrap_servers: str, topic_factory: Callable[..., str]
+    kafka: Kafka, topic_factory: Callable[..., str]
 ) -> None:
     # Segments roll every 100 ms and tombstones may go at once: compaction rewrites the log
     # under the rebuild within seconds, gaps in offsets and vanished tombstones included.
@@ -283,28 +266,30 @@ def test_restarted_servers_rebuild_the_acknowledged_state_also_after_compaction(
     model, rng, restarts = Model(), random.Random(6), 0
     totals: Counter[str] = Counter()
     for _ in range(3):
-        with serve_in_thread(bootstrap_servers, topic=topic) as server:
+        with serve_in_thread(kafka, topic=topic) as server:
             restarts += 1
             assert_state(server, model)  # what the previous servers acknowledged, rebuilt
             totals += run_operations(server.url, model, rng, 150)
             assert_state(server, model)
-    assert totals["re-create"] > 0 and totals["delete"] > 0 and totals["412"] > 0, totals
+    assert totals["re-create"] > 0, totals
+    assert totals["delete"] > 0, totals
+    assert totals["412"] > 0, totals
 
     # Wait for the cleaner to remove superseded records and whole deleted users, tombstones
     # included, then rebuild once more: a deleted user must not come back from a gap.
     def vanished() -> set[str]:
-        in_log = {r.key.decode() for r in read_log(bootstrap_servers, topic) if r.key}
+        in_log = {r.key.decode() for r in kafka.read_log(topic) if r.key}
         return model.deleted - set(model.users) - in_log
 
     deadline = time.monotonic() + 60
     while not vanished():
         assert time.monotonic() < deadline, "the cleaner removed no tombstone within 60 s"
-        with serve_in_thread(bootstrap_servers, topic=topic) as server:  # a write rolls the segment
+        with serve_in_thread(kafka, topic=topic) as server:  # a write rolls the segment
             run_operations(server.url, model, rng, 3)
         time.sleep(0.5)
-    remaining = read_log(bootstrap_servers, topic)
+    remaining = kafka.read_log(topic)
     assert len(remaining) < model.acknowledged
-    with serve_in_thread(bootstrap_servers, topic=topic) as server:
+    with serve_in_thread(kafka, topic=topic) as server:
         restarts += 1
         assert_state(server, model)
     _report("server restarts", restarts=restarts, acknowledged=model.acknowledged, lost=0,
@@ -329,7 +314,7 @@ def _fatal() -> KafkaError:
 def test_a_write_caught_in_a_fatal_error_is_answered_within_the_write_timeout() -> None:
     producer = UserProducer("127.0.0.1:9", topic="nowhere", timeout=1.0)  # nothing listens: it waits
     try:
-        result: list[BaseException] = []
+        result: list[BaseException | None] = []
         started = time.monotonic()
         writer = threading.Thread(target=lambda: result.append(_raises(lambda: producer.send("k@x.y", b"{}"))))
         writer.start()
@@ -342,9 +327,11 @@ def test_a_write_caught_in_a_fatal_error_is_answered_within_the_write_timeout() 
         producer.close(0)
 
 
-def test_writes_work_again_after_the_producer_replaces_itself(kafka: LocalKafka) -> None:
+@pytest.mark.broker
+@pytest.mark.slow
+def test_writes_work_again_after_the_producer_replaces_itself(broker: LocalKafka) -> None:
     topic = f"fatal-{uuid.uuid4().hex[:10]}"
-    with serve_in_thread(kafka.bootstrap_servers, topic=topic, write_timeout=WRITE_TIMEOUT) as server:
+    with serve_in_thread(broker.connect(), topic=topic, write_timeout=WRITE_TIMEOUT) as server:
         assert call(server.url, "PUT", "/user", {"email": "a@fatal.test", "name": "1"}).status == 201
         producer = server.service._producer
         assert producer is not None

@@ -13,21 +13,22 @@ body), it accepts either; everything else it predicts exactly, 201 against 200 i
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import re
-import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
+from helpers import call, exchange, send_raw
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from kafka_crud.server import MAX_BODY, ServerHandle, serve_in_thread
+from kafka_crud.connection import Kafka
+from kafka_crud.httpserver import MAX_BODY
+from kafka_crud.server import ServerHandle, serve_in_thread
 
 # Bounded: about a minute on 2 cores; the limit leaves room for a slow machine, not for a hang.
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -146,7 +147,7 @@ class RawRequest:
 class Response:
     status: int | None
     """None when the server answered HTTP/0.9-style: a body without a status line."""
-    headers: http.client.HTTPMessage | None
+    headers: Mapping[str, str] | None
     body: bytes
 
 
@@ -313,7 +314,8 @@ class Model:
     @staticmethod
     def _user_check(method: str, email: str, name: str, etag: str) -> Callable[[Response], None]:
         def check(r: Response) -> None:
-            assert r.headers is not None and r.headers["ETag"] == etag
+            assert r.headers is not None
+            assert r.headers.get("ETag") == etag
             if method == "GET":
                 assert json.loads(r.body) == {"email": email, "name": name}
             else:
@@ -323,10 +325,10 @@ class Model:
     def _write_check(self, *, expect_body: object) -> Callable[[Response], None]:
         def check(r: Response) -> None:
             assert r.headers is not None
-            match = ETAG.fullmatch(r.headers["ETag"] or "")
-            assert match, r.headers["ETag"]
+            match = ETAG.fullmatch(r.headers.get("ETag", ""))
+            assert match, r.headers
             partition, offset = int(match[1]), int(match[2])
-            assert (r.headers["Kafka-Partition"], r.headers["Kafka-Offset"]) == (str(partition), str(offset))
+            assert (r.headers.get("Kafka-Partition"), r.headers.get("Kafka-Offset")) == (str(partition), str(offset))
             # Offsets in a partition only grow: no write acknowledged twice, none out of order.
             assert offset > self.last_offset.get(partition, -1)
             self.last_offset[partition] = offset
@@ -341,51 +343,23 @@ class Model:
 
 
 # -- sending --------------------------------------------------------------------------------------
-def send(port: int, method: str, target: str, headers: list[tuple[str, bytes]], body: bytes,
+def send(url: str, method: str, target: str, headers: list[tuple[str, bytes]], body: bytes,
          half_close: bool) -> Response:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        for name, value in headers:
-            conn.putheader(name, value)
-        try:
-            conn.endheaders(body or None)
-            if half_close:
-                assert conn.sock is not None
-                conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server answered (413, 431) and closed before reading everything: read its answer
-        response = conn.getresponse()
-        return Response(response.status, response.headers, response.read())
-    finally:
-        conn.close()
-
-
-def send_raw(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # answered and closed before reading everything
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        return b"".join(chunks)
+    """The request exactly as resolved: no header added, none normalised."""
+    answer = exchange(url, method, target, headers, body, half_close=half_close)
+    return Response(answer.status, answer.headers, answer.body)
 
 
 def check_error_body(response: Response, method: str) -> None:
     """An error is JSON ``{"error": "..."}``, saying nothing about the server's insides."""
-    if method == "HEAD" or response.status is None and not response.body:
+    if method == "HEAD" or (response.status is None and not response.body):
         return
     error = json.loads(response.body)
-    assert isinstance(error, dict) and isinstance(error.get("error"), str), response.body[:200]
+    assert isinstance(error, dict), response.body[:200]
+    assert isinstance(error.get("error"), str), response.body[:200]
     assert not INTERNALS.search(error["error"]), error
     if response.headers is not None:
-        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers.get("Content-Type") == "application/json; charset=utf-8"
 
 
 # -- strategies ------------------------------------------------------------------------------------
@@ -715,13 +689,14 @@ class Fuzz:
         target, headers, body = self.model.resolve(req, self.port)
         half_close = req.framing == "long"
         outcome = self.model.predict(req.method, target, headers, body)
-        response = send(self.port, req.method, target, headers, body, half_close)
+        response = send(self.server.url, req.method, target, headers, body, half_close)
         assert response.status in outcome.statuses, (
             f"{req.method} {target[:200]} {headers[:5]} body={body[:200]!r}: "
             f"expected {sorted(outcome.statuses)}, got {response.status} {response.body[:300]!r}"
         )
         self.stats[f"{req.method if req.method in ('GET', 'PUT', 'DELETE') else 'other'} {response.status}"] += 1
-        assert response.status is not None and response.status < 500
+        assert response.status is not None
+        assert response.status < 500
         if response.status >= 400:
             check_error_body(response, req.method)
             return
@@ -732,7 +707,7 @@ class Fuzz:
             self.stats["writes acknowledged"] += 1
 
     def _raw(self, req: RawRequest) -> None:
-        data = send_raw(self.port, req.data)
+        data = send_raw(self.server.url, req.data)
         if not data:
             # Nothing at all only for a blank request line (the stdlib then just closes).
             assert not req.data.split(b"\n", 1)[0].decode("latin-1").split(), req.data[:200]
@@ -749,26 +724,21 @@ class Fuzz:
 
     def check_state(self) -> None:
         self.stats["state checks"] += 1
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("GET", "/users")
-            response = conn.getresponse()
-            assert response.status == 200
-            listed = json.loads(response.read())
-        finally:
-            conn.close()
+        answer = call(self.server.url, "GET", "/users", timeout=30)
+        assert answer.status == 200
+        listed = answer.json()
         assert len({u["email"] for u in listed}) == len(listed)
         assert {u["email"]: u["name"] for u in listed} == self.model.names()
 
 
 @pytest.fixture
-def fuzz(bootstrap_servers: str, topic_factory: Callable[..., str]) -> Iterator[Fuzz]:
+def fuzz(kafka: Kafka, topic_factory: Callable[..., str]) -> Iterator[Fuzz]:
     topic = topic_factory("fuzz")
-    with serve_in_thread(bootstrap_servers, topic=topic, write_timeout=10) as server:
+    with serve_in_thread(kafka, topic=topic, write_timeout=10) as server:
         yield Fuzz(server)
 
 
-def test_fuzzed_requests_get_2xx_or_4xx_and_the_state_follows_the_model(fuzz: Fuzz, bootstrap_servers: str) -> None:
+def test_fuzzed_requests_get_2xx_or_4xx_and_the_state_follows_the_model(fuzz: Fuzz, kafka: Kafka) -> None:
     # The same examples on every run (derandomize), nothing written to .hypothesis (database=None),
     # and no shrinking: the server's state carries over from one example to the next, so a
     # shrunk example would not replay what failed. A failure prints its batch as generated.
@@ -785,8 +755,8 @@ def test_fuzzed_requests_get_2xx_or_4xx_and_the_state_follows_the_model(fuzz: Fu
     run()
     fuzz.check_state()
     # The server is still up, and a new one rebuilt from the topic holds the same users.
-    assert send(fuzz.port, "GET", "/healthz", [], b"", False).status == 200
-    with serve_in_thread(bootstrap_servers, topic=fuzz.server.service.topic) as rebuilt:
+    assert send(fuzz.server.url, "GET", "/healthz", [], b"", False).status == 200
+    with serve_in_thread(kafka, topic=fuzz.server.service.topic) as rebuilt:
         users = {s.user.email: s.user.name for s in rebuilt.service.users()}
         etags = {s.user.email: s.position.etag for s in rebuilt.service.users()}
     assert users == fuzz.model.names()
@@ -799,5 +769,9 @@ def test_fuzzed_requests_get_2xx_or_4xx_and_the_state_follows_the_model(fuzz: Fu
           + ", ".join(f"{k}: {v}" for k, v in sorted(stats.items()) if k[-1].isdigit()))
     assert stats["requests"] >= MIN_REQUESTS
     # The fuzz reached the interesting answers, not only 400s.
-    assert stats["PUT 201"] > 100 and stats["PUT 200"] > 100 and stats["DELETE 204"] > 50
-    assert stats["PUT 412"] > 20 and stats["GET 200"] > 50 and stats["GET 404"] > 20
+    assert stats["PUT 201"] > 100
+    assert stats["PUT 200"] > 100
+    assert stats["DELETE 204"] > 50
+    assert stats["PUT 412"] > 20
+    assert stats["GET 200"] > 50
+    assert stats["GET 404"] > 20

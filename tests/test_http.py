@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
@@ -10,21 +9,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import call, keep_alive
 
 from kafka_crud.client import UserClient
-from kafka_crud.consumer import read_log
+from kafka_crud.connection import Kafka
 from kafka_crud.errors import TopicNotCompactedError
 from kafka_crud.producer import UserProducer
 from kafka_crud.server import ServerHandle, make_server, serve_in_thread
 from kafka_crud.service import UserService
-from kafka_crud.topics import admin_client, ensure_topic
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
-def server(bootstrap_servers: str, topic: str) -> Iterator[ServerHandle]:
-    with serve_in_thread(bootstrap_servers, topic=topic) as handle:
+def server(kafka: Kafka, topic: str) -> Iterator[ServerHandle]:
+    with serve_in_thread(kafka, topic=topic) as handle:
         yield handle
 
 
@@ -61,29 +60,29 @@ def test_put_takes_the_key_from_the_body_when_the_query_has_none(client: UserCli
     assert client.get("bob@example.com").body["name"] == "Bob"
 
 
-def test_responses_name_the_records_position(client: UserClient, bootstrap_servers: str, topic: str) -> None:
+def test_responses_name_the_records_position(client: UserClient, kafka: Kafka, topic: str) -> None:
     put = client.put("pos@example.com", "P")
     partition, offset = int(put.headers["Kafka-Partition"]), int(put.headers["Kafka-Offset"])
     assert put.headers["ETag"] == f'"{partition}-{offset}"'
     assert client.get("pos@example.com").headers["ETag"] == put.headers["ETag"]
-    [record] = [r for r in read_log(bootstrap_servers, topic) if r.key == b"pos@example.com"]
+    [record] = [r for r in kafka.read_log(topic) if r.key == b"pos@example.com"]
     assert (record.partition, record.offset) == (partition, offset)
 
 
-def test_delete_writes_a_null_tombstone(client: UserClient, bootstrap_servers: str, topic: str) -> None:
+def test_delete_writes_a_null_tombstone(client: UserClient, kafka: Kafka, topic: str) -> None:
     client.put("gone@example.com", "G")
     client.delete("gone@example.com")
-    records = [r for r in read_log(bootstrap_servers, topic) if r.key == b"gone@example.com"]
+    records = [r for r in kafka.read_log(topic) if r.key == b"gone@example.com"]
     assert [r.kind for r in records] == ["put", "tombstone"]
     assert records[-1].value is None
 
 
-def test_delete_then_recreate_the_same_key(client: UserClient, bootstrap_servers: str, topic: str) -> None:
+def test_delete_then_recreate_the_same_key(client: UserClient, kafka: Kafka, topic: str) -> None:
     client.put("phoenix@example.com", "First")
     assert client.delete("phoenix@example.com").status == 204
     assert client.put("phoenix@example.com", "Second").status == 201
     assert client.get("phoenix@example.com").body["name"] == "Second"
-    kinds = [r.kind for r in read_log(bootstrap_servers, topic) if r.key == b"phoenix@example.com"]
+    kinds = [r.kind for r in kafka.read_log(topic) if r.key == b"phoenix@example.com"]
     assert kinds == ["put", "tombstone", "put"]
 
 
@@ -148,28 +147,33 @@ def test_bad_input_gets_a_clear_json_error_and_changes_nothing(
 
     assert answer.status == status
     assert answer.headers["Content-Type"].startswith("application/json")
-    assert isinstance(answer.body, dict) and answer.body["error"]
+    assert isinstance(answer.body, dict)
+    assert answer.body["error"]
     assert "Traceback" not in json.dumps(answer.body)
     assert client.users().body == users_before
     assert _end_offsets(bootstrap_servers, topic) == offsets_before, "a rejected request wrote to Kafka"
 
 
-def test_a_connection_stays_usable_after_errors(server: ServerHandle) -> None:
-    host, port = server.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+def test_the_same_connection_answers_the_next_request_after_an_error(server: ServerHandle) -> None:
+    # keep_alive() never reconnects on its own: had the server closed the connection after an
+    # error, the next request on it would raise NotConnected instead of getting an answer.
+    conn = keep_alive(server.url, timeout=10)
     try:
-        for method, path, body in [("GET", "/nowhere", b"ignored body"), ("PUT", "/user", b"{bad"),
-                                   ("POST", "/user", b"{}"), ("GET", "/healthz", None)]:
-            conn.request(method, path, body=body)
-            answer = conn.getresponse()
-            answer.read()
-        assert answer.status == 200
+        assert conn.sock is not None
+        local = conn.sock.getsockname()
+        for method, path, body, status in [("GET", "/nowhere", b"ignored body", 404), ("PUT", "/user", b"{bad", 400),
+                                           ("POST", "/user", b"{}", 405), ("GET", "/healthz", None, 200)]:
+            answer = call(server.url, method, path, body, connection=conn, timeout=10)
+            assert answer.status == status, answer
+            assert answer.headers.get("Connection", "").lower() != "close", answer
+            assert conn.sock is not None, f"the server closed the connection after {method} {path}"
+            assert conn.sock.getsockname() == local
     finally:
         conn.close()
 
 
-def test_a_restarted_server_rebuilds_the_same_state(bootstrap_servers: str, topic: str) -> None:
-    with serve_in_thread(bootstrap_servers, topic=topic) as first:
+def test_a_restarted_server_rebuilds_the_same_state(kafka: Kafka, topic: str) -> None:
+    with serve_in_thread(kafka, topic=topic) as first:
         client = UserClient(first.url)
         for i in range(30):
             client.put(f"u{i}@example.com", f"name {i}")
@@ -177,13 +181,13 @@ def test_a_restarted_server_rebuilds_the_same_state(bootstrap_servers: str, topi
             client.delete(f"u{i}@example.com")
         client.put("u0@example.com", "back again")
         before = client.users().body
-    with serve_in_thread(bootstrap_servers, topic=topic) as second:
+    with serve_in_thread(kafka, topic=topic) as second:
         assert UserClient(second.url).users().body == before
     assert len(before) == 21
 
 
-def test_the_server_answers_503_until_it_has_caught_up(bootstrap_servers: str, topic: str) -> None:
-    service = UserService(bootstrap_servers, topic=topic)
+def test_the_server_answers_503_until_it_has_caught_up(kafka: Kafka, topic: str) -> None:
+    service = UserService(kafka, topic=topic)
     server = make_server(service, "127.0.0.1", 0)
     import threading
 
@@ -203,12 +207,12 @@ def test_the_server_answers_503_until_it_has_caught_up(bootstrap_servers: str, t
         handle.stop()
 
 
-def test_an_empty_value_is_not_a_tombstone_on_the_topic(bootstrap_servers: str, topic: str) -> None:
-    with UserProducer(bootstrap_servers, topic=topic) as producer:
+def test_an_empty_value_is_not_a_tombstone_on_the_topic(kafka: Kafka, topic: str) -> None:
+    with UserProducer(kafka, topic=topic) as producer:
         producer.send("empty@example.com", b"")
         producer.delete("null@example.com")
     out = subprocess.run(
-        ["kcat", "-C", "-b", bootstrap_servers, "-t", topic, "-e", "-q", "-Z", "-f", "%k %S\n"],
+        ["kcat", "-C", "-b", kafka.bootstrap_servers, "-t", topic, "-e", "-q", "-Z", "-f", "%k %S\n"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     sizes = dict(line.split() for line in out.splitlines())
@@ -216,14 +220,12 @@ def test_an_empty_value_is_not_a_tombstone_on_the_topic(bootstrap_servers: str, 
 
 
 def test_an_existing_topic_that_is_not_compacted_is_reported_not_changed(
-    bootstrap_servers: str, topic_factory: Callable[..., str]
+    kafka: Kafka, topic_factory: Callable[..., str]
 ) -> None:
     name = topic_factory("deleting", config={"cleanup.policy": "delete"})
-    with pytest.raises(TopicNotCompactedError, match="cleanup.policy='delete'"):
-        ensure_topic(bootstrap_servers, name)
-    from kafka_crud.topics import topic_config
-
-    assert topic_config(admin_client(bootstrap_servers), name)["cleanup.policy"] == "delete"
+    with pytest.raises(TopicNotCompactedError, match=r"cleanup\.policy='delete'"):
+        kafka.ensure_topic(name)
+    assert kafka.topic_config(name)["cleanup.policy"] == "delete"
 
 
 def _cli() -> str:

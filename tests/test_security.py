@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import inspect
 import json
 import os
@@ -28,10 +28,13 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import call, send_raw
 
 from kafka_crud import cli
 from kafka_crud.broker import LocalKafka, free_port
-from kafka_crud.server import MAX_BODY, ServerHandle, make_server, serve_in_thread
+from kafka_crud.connection import Kafka
+from kafka_crud.httpserver import MAX_BODY
+from kafka_crud.server import ServerHandle, make_server, serve_in_thread
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,31 +49,17 @@ TOKEN_OFF = re.compile(
 
 
 @pytest.fixture
-def server(bootstrap_servers: str, topic: str) -> Iterator[ServerHandle]:
-    with serve_in_thread(bootstrap_servers, topic=topic) as handle:
+def server(kafka: Kafka, topic: str) -> Iterator[ServerHandle]:
+    with serve_in_thread(kafka, topic=topic) as handle:
         yield handle
-
-
-def request(url: str, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
 
 
 # -- the HTTP endpoint ---------------------------------------------------------------------------------
 def _other_addresses() -> list[str]:
     """This machine's IPv4 addresses other than loopback (none on an isolated machine)."""
-    found = set()
-    try:
-        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
-    except socket.gaierror:
-        pass
+    found: set[str] = set()
+    with contextlib.suppress(socket.gaierror):
+        found.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
@@ -96,23 +85,18 @@ def test_the_endpoint_listens_on_loopback_unless_told_otherwise(server: ServerHa
 @pytest.mark.broker
 def test_a_body_over_1_mib_is_refused_before_it_is_read(server: ServerHandle) -> None:
     assert MAX_BODY == 1024 * 1024
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
     for method in ("PUT", "GET", "DELETE"):
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            # Announce 1 GiB and send none of it: the answer comes at once, from the headers alone.
-            head = f"{method} /user?email=a@b.c HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 30}\r\n\r\n"
-            sock.sendall(head.encode())
-            started = time.monotonic()
-            answer = b""
-            while chunk := sock.recv(65536):  # the server closes the connection after a 413
-                answer += chunk
-            assert time.monotonic() - started < 5
+        # Announce 1 GiB and send none of it, nor the end of the request: the answer comes at
+        # once, from the headers alone, and the server closes the connection after a 413.
+        head = f"{method} /user?email=a@b.c HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 30}\r\n\r\n"
+        started = time.monotonic()
+        answer = send_raw(server.url, head.encode(), half_close=False, timeout=10)
+        assert time.monotonic() - started < 5
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": f"The body is over {MAX_BODY} bytes"}
     # Exactly 1 MiB is allowed: a user padded with spaces to the limit is written.
     user = json.dumps({"email": "big@b.c", "name": "big"}).encode()
-    status, _, _ = request(server.url, "PUT", "/user", user + b" " * (MAX_BODY - len(user)))
-    assert status == 201
+    assert call(server.url, "PUT", "/user", user + b" " * (MAX_BODY - len(user))).status == 201
 
 
 @pytest.mark.broker
@@ -120,8 +104,8 @@ def test_a_client_sending_a_body_over_the_limit_reads_the_413(server: ServerHand
     # The server answers before the body is in, then reads and drops the rest for a moment:
     # closed at once, the kernel would reset the connection under a client still sending.
     for size in [MAX_BODY + 1, 2 * MAX_BODY, 3 * MAX_BODY] * 10:
-        status, _, data = request(server.url, "PUT", "/user", b"x" * size)
-        assert (status, json.loads(data)) == (413, {"error": f"The body is over {MAX_BODY} bytes"})
+        answer = call(server.url, "PUT", "/user", b"x" * size, timeout=30)
+        assert (answer.status, answer.json()) == (413, {"error": f"The body is over {MAX_BODY} bytes"})
 
 
 @pytest.mark.broker
@@ -138,11 +122,12 @@ def test_errors_are_json_and_say_nothing_about_the_servers_insides(
         ("GET", "/etc/passwd", None),
     ]
     for method, path, body in bad:
-        status, headers, data = request(server.url, method, path, body)
-        assert 400 <= status < 500
-        assert headers["Content-Type"] == "application/json; charset=utf-8"
-        error = json.loads(data)
-        assert list(error) == ["error"] and isinstance(error["error"], str)
+        answer = call(server.url, method, path, body, timeout=30)
+        assert 400 <= answer.status < 500
+        assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+        error = answer.json()
+        assert list(error) == ["error"]
+        assert isinstance(error["error"], str)
         assert not re.search(r"Traceback|File \"|\.py\b|kafka_crud|/work|/home|/tmp", error["error"]), error
 
     # An unexpected failure inside: a 500 whose body tells the client nothing of it.
@@ -150,13 +135,14 @@ def test_errors_are_json_and_say_nothing_about_the_servers_insides(
         raise RuntimeError(f"secret detail from {__file__}")
 
     monkeypatch.setattr(server.service, "get", explode)
-    status, headers, data = request(server.url, "GET", "/user?email=a@b.c")
-    assert status == 500
-    assert json.loads(data) == {"error": "Internal error; see the server log"}
-    assert b"secret" not in data and b"Traceback" not in data
+    answer = call(server.url, "GET", "/user?email=a@b.c", timeout=30)
+    assert answer.status == 500
+    assert answer.json() == {"error": "Internal error; see the server log"}
+    assert b"secret" not in answer.body
+    assert b"Traceback" not in answer.body
     # Neither the Python version nor the stdlib server's name in the headers.
-    assert headers["Server"] == "kafka-crud"
-    assert not any("Python" in value or "BaseHTTP" in value for value in headers.values())
+    assert answer.headers["Server"] == "kafka-crud"
+    assert not any("Python" in value or "BaseHTTP" in value for value in answer.headers.values())
 
 
 # -- JupyterLab ---------------------------------------------------------------------------------------
@@ -169,7 +155,11 @@ def test_make_lab_runs_kafka_crud_lab_without_opening_jupyter(monkeypatch: pytes
     # What `kafka-crud lab` runs: jupyter lab with nothing that turns its token off.
     ran: list[tuple[list[str], dict[str, str]]] = []
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # no broker is started for this
-    monkeypatch.setattr(cli, "_run_child", lambda command, env: ran.append((list(command), env)) or 0)
+    def run_child(command: list[str], env: dict[str, str]) -> int:
+        ran.append((list(command), env))
+        return 0
+
+    monkeypatch.setattr(cli, "_run_child", run_child)
     assert cli.main(["lab"]) == 0
     (command, env), = ran
     assert command[1:4] == ["-m", "jupyter", "lab"]
@@ -180,7 +170,7 @@ def test_make_lab_runs_kafka_crud_lab_without_opening_jupyter(monkeypatch: pytes
 
 def test_no_jupyter_config_in_the_repository_turns_the_token_off() -> None:
     names = ("jupyter_server_config", "jupyter_lab_config", "jupyter_notebook_config")
-    configs = []
+    configs: list[Path] = []
     for folder, subfolders, files in os.walk(ROOT):
         subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "node_modules"]
         configs.extend(Path(folder, f) for f in files if Path(f).stem in names)
@@ -215,7 +205,7 @@ def _listening_addresses(pid: int) -> set[tuple[str, int]]:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         text = (task / "children").read_text().split()
         found.extend(int(child) for child in text)
@@ -262,7 +252,8 @@ def test_kafka_crud_lab_asks_for_the_token(tmp_path: Path) -> None:
             assert response.status == 200
         # And only this machine can ask: JupyterLab listens on loopback alone.
         listening = {a for pid in jupyter for a, p in _listening_addresses(pid) if p == port}
-        assert listening and listening <= LOOPBACK, listening
+        assert listening, "JupyterLab listens nowhere?"
+        assert listening <= LOOPBACK, listening
     finally:
         process.send_signal(signal.SIGTERM)  # kafka-crud passes it on to JupyterLab
         try:
@@ -271,10 +262,8 @@ def test_kafka_crud_lab_asks_for_the_token(tmp_path: Path) -> None:
             process.kill()
             process.wait()
         for pid in jupyter:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # still there only if it ignored SIGTERM
-            except ProcessLookupError:
-                pass
 
 
 # -- docker-compose.yml ------------------------------------------------------------------------------
@@ -326,7 +315,8 @@ def test_the_embedded_broker_listens_on_loopback_only(tmp_path: Path) -> None:
         properties = dict(line.split("=", 1) for line in lines if "=" in line)
         for key in ("listeners", "advertised.listeners", "controller.quorum.bootstrap.servers"):
             hosts = re.findall(r"(?://|^|,)([^:/,]+):\d+", properties[key])
-            assert hosts and set(hosts) == {"127.0.0.1"}, (key, properties[key])
+            assert hosts, (key, properties[key])
+            assert set(hosts) == {"127.0.0.1"}, (key, properties[key])
         assert kafka.pid is not None
         listening = _listening_addresses(kafka.pid)
     # The broker's and the controller's listeners, and nothing else (no JMX, no debugger).

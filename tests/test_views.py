@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from kafka_crud.config import client_config
-from kafka_crud.errors import ConfigError
+from kafka_crud.connection import Kafka, Watermarks
+from kafka_crud.errors import ConfigError, TopicNotFoundError
 from kafka_crud.producer import UserProducer
 from kafka_crud.records import LogRecord, Position, User
-from kafka_crud.segments import segments_frame
+from kafka_crud.segments import Segment, list_segments
 from kafka_crud.store import StoredUser
-from kafka_crud.topics import admin_client
 from kafka_crud.views import (
     COMPARE_COLUMNS,
     GROUP_COLUMNS,
     LOG_COLUMNS,
+    SEGMENT_COLUMNS,
     WATERMARK_COLUMNS,
     compare_frame,
     groups_frame,
-    log_frame,
     plot_compaction,
     plot_log,
     records_frame,
+    segments_frame,
     style_log,
     users_frame,
     watermarks_frame,
@@ -42,9 +44,9 @@ def make_topic(topic_factory: Callable[..., str]) -> MakeTopic:
     return lambda partitions: topic_factory("views", partitions=partitions)
 
 
-def _write_history(topic: str) -> None:
+def _write_history(kafka: Kafka, topic: str) -> None:
     """ada twice, bob then his tombstone, cy with an empty value (not a tombstone)."""
-    with UserProducer(topic=topic) as producer:
+    with UserProducer(kafka, topic=topic) as producer:
         producer.put(User("ada@example.com", "Ada"))
         producer.put(User("bob@example.com", "Bob"))
         producer.put(User("ada@example.com", "Ada Lovelace"))
@@ -53,11 +55,13 @@ def _write_history(topic: str) -> None:
 
 
 @pytest.mark.broker
-def test_log_frame_lists_every_record_with_kind_status_and_superseding_offset(make_topic: MakeTopic) -> None:
+def test_records_frame_of_the_log_lists_every_record_with_kind_status_and_superseding_offset(
+    kafka: Kafka, make_topic: MakeTopic
+) -> None:
     topic = make_topic(partitions=1)
-    _write_history(topic)
+    _write_history(kafka, topic)
 
-    frame = log_frame(topic=topic)
+    frame = records_frame(kafka.read_log(topic))
 
     assert list(frame.columns) == list(LOG_COLUMNS)
     assert frame["offset"].tolist() == [0, 1, 2, 3, 4]
@@ -68,28 +72,31 @@ def test_log_frame_lists_every_record_with_kind_status_and_superseding_offset(ma
     assert frame["status"].tolist() == ["superseded", "superseded", "live", "tombstone", "live"]
     assert frame["superseded_by"].tolist() == [2, 3, pd.NA, pd.NA, pd.NA]
     assert frame["live"].tolist() == [False, False, True, False, True]
-    assert frame["value"][3] is None and frame["value"][4] == ""
+    assert frame["value"][3] is None
+    assert frame["value"][4] == ""
     assert json.loads(frame["value"][2]) == {"email": "ada@example.com", "name": "Ada Lovelace"}
     assert frame["timestamp"].dt.tz is not None
 
 
 @pytest.mark.broker
-def test_log_frame_without_timestamps_leaves_out_only_that_column(make_topic: MakeTopic) -> None:
+def test_records_frame_without_timestamps_leaves_out_only_that_column_and_reads_the_same_twice(
+    kafka: Kafka, make_topic: MakeTopic
+) -> None:
     topic = make_topic(partitions=1)
-    _write_history(topic)
+    _write_history(kafka, topic)
 
-    frame = log_frame(topic=topic, timestamps=False)
+    frame = records_frame(kafka.read_log(topic), timestamps=False)
 
     assert list(frame.columns) == [c for c in LOG_COLUMNS if c != "timestamp"]
-    assert frame.to_string() == log_frame(topic=topic, timestamps=False).to_string()
+    assert frame.to_string() == records_frame(kafka.read_log(topic), timestamps=False).to_string()
 
 
 @pytest.mark.broker
-def test_watermarks_count_offsets_while_live_keys_count_the_table(make_topic: MakeTopic) -> None:
+def test_watermarks_count_offsets_while_live_keys_count_the_table(kafka: Kafka, make_topic: MakeTopic) -> None:
     topic = make_topic(partitions=3)
-    _write_history(topic)
+    _write_history(kafka, topic)
 
-    frame = watermarks_frame(topic=topic)
+    frame = watermarks_frame(kafka.watermarks(topic), kafka.read_log(topic))
 
     assert list(frame.columns) == list(WATERMARK_COLUMNS)
     assert frame["partition"].tolist() == [0, 1, 2]
@@ -103,30 +110,31 @@ def test_watermarks_count_offsets_while_live_keys_count_the_table(make_topic: Ma
 
 
 @pytest.mark.broker
-def test_watermarks_of_a_missing_topic_say_to_create_it() -> None:
-    with pytest.raises(ConfigError, match="does not exist: create it first"):
-        watermarks_frame(topic=f"missing-{uuid.uuid4().hex[:8]}")
+def test_watermarks_of_a_missing_topic_say_to_create_it(kafka: Kafka) -> None:
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    where = re.escape(f"{missing!r} does not exist on {kafka.bootstrap_servers}: create it first")
+    with pytest.raises(TopicNotFoundError, match=where):
+        kafka.watermarks(missing)
 
 
 @pytest.mark.broker
-def test_groups_frame_shows_committed_offsets_and_lag(make_topic: MakeTopic) -> None:
+def test_groups_frame_shows_committed_offsets_and_lag(kafka: Kafka, make_topic: MakeTopic) -> None:
     topic = make_topic(partitions=2)
-    with UserProducer(topic=topic) as producer:
+    with UserProducer(kafka, topic=topic) as producer:
         for i in range(5):
             producer.put(User(f"user{i}@example.com", f"User {i}"))
-    ends = watermarks_frame(topic=topic).set_index("partition")["high"].to_dict()
+    ends = {p: w.high for p, w in kafka.watermarks(topic).items()}
     group = f"views-group-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(client_config(**{"group.id": group, "enable.auto.commit": False}))
+    consumer = kafka.consumer(**{"group.id": group})
     try:
         consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
     finally:
         consumer.close()
     try:
-        frame = groups_frame(groups=[group])
-        everyone = groups_frame(topic=topic)
+        frame = groups_frame(kafka.group_offsets([group]))
+        everyone = groups_frame(kafka.group_offsets(topic=topic))
     finally:
-        admin = admin_client()  # held: a client dropped at once never completes its futures
-        admin.delete_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+        kafka.admin.delete_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
 
     assert list(frame.columns) == list(GROUP_COLUMNS)
     assert frame[["group", "topic", "partition"]].values.tolist() == [[group, topic, 0], [group, topic, 1]]
@@ -163,7 +171,7 @@ def test_style_log_colours_rows_by_status_and_renders_the_same_twice() -> None:
 
 def test_compare_frame_marks_kept_removed_and_new_records_at_unchanged_offsets() -> None:
     before = _records()
-    roll = LogRecord("t", 0, 4, 1_700_000_000_010, b"__kafka_crud_roll__", None)
+    roll = LogRecord("t", 0, 4, 1_700_000_000_010, b"new@example.com", b"{}")
     after = [r for r in before if (r.partition, r.offset) in {(0, 2), (0, 3), (1, 0)}] + [roll]
 
     frame = compare_frame(before, after)
@@ -210,10 +218,45 @@ def test_users_frame_lists_email_name_and_position() -> None:
 
 @pytest.mark.broker
 def test_segments_of_a_broker_whose_files_are_elsewhere_raise_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, make_topic: MakeTopic
+    monkeypatch: pytest.MonkeyPatch, kafka: Kafka, make_topic: MakeTopic
 ) -> None:
     topic = make_topic(partitions=1)
-    monkeypatch.setattr("kafka_crud.segments._broker_log_dirs", lambda servers: ("cluster", ["/var/lib/kafka/data"]))
+    monkeypatch.setattr("kafka_crud.segments._broker_log_dirs", lambda kafka: ("cluster", ["/var/lib/kafka/data"]))
 
     with pytest.raises(ConfigError, match="only be listed for the embedded broker: its log dir is on this machine"):
-        segments_frame(topic=topic)
+        list_segments(kafka, topic)
+
+
+def test_segments_frame_shows_each_segment_and_the_delete_horizon_in_utc() -> None:
+    folder = Path("/nowhere/t-0")
+    horizon = 1_700_000_010_000
+    segments = [
+        Segment("t", 0, 0, 2, 3, 2, 1, 1, 170, False, True, horizon, folder / "00000000000000000000.log"),
+        Segment("t", 0, 4, None, None, 0, 0, 0, 0, True, False, None, folder / "00000000000000000004.log"),
+    ]
+
+    frame = segments_frame(segments)
+
+    assert list(frame.columns) == list(SEGMENT_COLUMNS)
+    assert frame["segment"].tolist() == ["00000000000000000000.log", "00000000000000000004.log"]
+    assert frame["first_offset"].tolist() == [2, pd.NA]
+    assert frame["stamped"].tolist() == [True, False]
+    assert frame["delete_horizon"][0] == pd.Timestamp(horizon, unit="ms", tz="UTC")
+    assert frame["delete_horizon"].isna().tolist() == [False, True]
+    assert list(segments_frame(segments, timestamps=False).columns) == [
+        c for c in SEGMENT_COLUMNS if c != "delete_horizon"
+    ]
+
+
+def test_watermarks_frame_counts_only_records_below_the_end_offsets_it_is_given() -> None:
+    marks = {0: Watermarks(0, 4), 1: Watermarks(0, 1)}
+    late = LogRecord("t", 0, 4, 1_700_000_000_004, b"dan@x", b'{"email":"dan@x","name":"D"}')
+
+    frame = watermarks_frame(marks, [*_records(), late])  # read after the watermarks: one more record
+
+    assert frame[["partition", "low", "high", "high_minus_low", "records"]].values.tolist() == [
+        [0, 0, 4, 4, 4], [1, 0, 1, 1, 1],
+    ]
+    assert frame["live_keys"].tolist() == [1, 1]  # ada's latest; cy's empty value
+    assert frame["superseded"].tolist() == [2, 0]
+    assert frame["tombstones"].tolist() == [1, 0]

@@ -75,7 +75,7 @@ def test_the_html_is_the_same_from_run_to_run_and_says_the_status_in_words() -> 
 
 def test_compare_frame_text_says_kept_removed_and_new() -> None:
     before = _records()
-    roll = LogRecord("t", 0, 4, 1_700_000_000_010, b"__kafka_crud_roll__", None)
+    roll = LogRecord("t", 0, 4, 1_700_000_000_010, b"new@example.com", b"{}")
     after = [r for r in before if (r.partition, r.offset) in {(0, 2), (0, 3), (1, 0)}] + [roll]
 
     table = style_log(compare_frame(before, after))

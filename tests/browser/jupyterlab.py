@@ -14,6 +14,7 @@ started (JupyterLab, kernels, the broker's JVM) is left running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -206,7 +207,8 @@ class Lab:
         request = urllib.request.Request(f"{self.base_url}{path}", headers={"Authorization": f"token {self.token}"})
         try:
             with _NO_PROXY.open(request, timeout=5) as response:
-                return json.load(response)
+                answer: object = json.load(response)
+                return answer
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
@@ -265,10 +267,8 @@ class Lab:
         for pid in left:
             what = "the embedded broker's JVM" if pid == self.broker_pid else "a process it started"
             problems.append(f"{what} (pid {pid}) still ran after kafka-crud lab stopped: {_cmdline(pid)[:200]}")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.broker_address and _listening(self.broker_address):
             problems.append(f"something still listens on the embedded broker's address {self.broker_address}")
         return problems
