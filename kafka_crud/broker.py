@@ -142,6 +142,7 @@ class LocalKafka:
         self.start_timeout = start_timeout
         self.version = version
         self.cluster_id = cluster_id or _cluster_id()
+        self._theirs = cluster_id is not None  # stands for someone else's cluster: never noted as the kit's
         self.port = 0
         self.controller_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -279,7 +280,8 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
-        note_started_here(self._formatted_cluster_id())
+        if not self._theirs:
+            note_started_here(self._formatted_cluster_id())
         log.info("Kafka ready at %s", self.bootstrap_servers)
         return self
 

@@ -60,7 +60,7 @@ def test_their_user_topic_is_never_deleted_changed_or_compacted(
         lambda: their_kafka.alter_topic_config("user", {"segment.ms": "1000"}),
         lambda: compact(their_kafka, "user"),
     ):
-        with pytest.raises(TopicNotOwnedError, match="not created by kafka_crud.*another topic name.*force=True"):
+        with pytest.raises(TopicNotOwnedError, match=r"not created by kafka_crud.*another topic name.*force=True"):
             attempt()
     assert main(["compact", "--bootstrap-servers", their_kafka.bootstrap_servers, "--topic", "user"]) == 1
     message = capsys.readouterr().err
