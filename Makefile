@@ -35,6 +35,7 @@ lab: setup
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy conftest.py
 
 # The whole suite against a real broker, notebooks included.
 test: setup

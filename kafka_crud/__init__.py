@@ -48,6 +48,7 @@ from .errors import (
 )
 from .group_consumer import GroupStoreConsumer, start_group, stop_all
 from .partitioning import crc32_partition, murmur2, partition_for
+from .plots import plot_compaction, plot_log
 from .producer import UserProducer
 from .records import LogRecord, Position, User
 from .rolling import roll_segments, rolling
@@ -60,8 +61,6 @@ from .views import (
     compare_frame,
     groups_frame,
     hidden_markers,
-    plot_compaction,
-    plot_log,
     records_frame,
     segments_frame,
     style_log,

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from kafka_crud.broker import LocalKafka
-from kafka_crud.compaction import CleanerTimeoutError, compact, remove_tombstones, wait_for_cleaner
+from kafka_crud.compaction import compact, remove_tombstones, wait_for_cleaner
 from kafka_crud.connection import Kafka
-from kafka_crud.errors import TopicNotCompactedError
+from kafka_crud.errors import CleanerTimeoutError, TopicNotCompactedError
 from kafka_crud.partitioning import partition_for
 from kafka_crud.producer import UserProducer
 from kafka_crud.records import MARKER_HEADER, MARKER_ROLL, LogRecord, User, classify
@@ -217,7 +217,7 @@ def test_the_lessons_next_write_rolls_the_segment_and_no_marker_is_written(
     _write(kafka, topic, history)
     written = {partition_for(email, 3) for email, _ in history}
     # One new user per partition that holds records: their writes are the next appends.
-    newcomers = {}
+    newcomers: dict[int, str] = {}
     for i in range(100):
         email = f"new{i}@example.com"
         newcomers.setdefault(partition_for(email, 3), email)

@@ -20,8 +20,6 @@ from kafka_crud.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "kafka_crud"
 MAX_MODULE_LINES = 400
-#: Over the limit today; reported, to be split. strict: the mark must go once a module is split.
-TOO_LONG = {"compaction.py"}
 
 
 def test_all_is_exactly_what_the_package_exports() -> None:
@@ -38,13 +36,7 @@ def test_version_is_the_installed_distributions() -> None:
 
 
 @pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(path, id=str(path.relative_to(PACKAGE)), marks=[pytest.mark.xfail(
-            strict=True, reason=f"{path.name} is over {MAX_MODULE_LINES} lines: reported, to be split",
-        )] if str(path.relative_to(PACKAGE)) in TOO_LONG else [])
-        for path in sorted(PACKAGE.rglob("*.py"))
-    ],
+    "module", [pytest.param(path, id=str(path.relative_to(PACKAGE))) for path in sorted(PACKAGE.rglob("*.py"))],
 )
 def test_no_module_is_over_400_lines(module: Path) -> None:
     lines = len(module.read_text(encoding="utf-8").splitlines())

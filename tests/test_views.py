@@ -15,6 +15,7 @@ from confluent_kafka import TopicPartition
 
 from kafka_crud.connection import Kafka, Watermarks
 from kafka_crud.errors import ConfigError, TopicNotFoundError
+from kafka_crud.plots import plot_compaction, plot_log
 from kafka_crud.producer import UserProducer
 from kafka_crud.records import LogRecord, Position, User
 from kafka_crud.segments import Segment, list_segments
@@ -27,8 +28,6 @@ from kafka_crud.views import (
     WATERMARK_COLUMNS,
     compare_frame,
     groups_frame,
-    plot_compaction,
-    plot_log,
     records_frame,
     segments_frame,
     style_log,
