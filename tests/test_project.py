@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -148,3 +149,15 @@ def test_binder_start_runs_the_command_with_a_broker_and_stops_it(monkeypatch: p
     host, port = servers.split(":")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=2).close()
+
+
+@pytest.mark.broker
+def test_the_readmes_ten_lines_run_and_print_what_they_say() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Ten lines\n\n```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has a '## Ten lines' section with a python block"
+    out = subprocess.run([sys.executable, "-c", match.group(1)], capture_output=True, text=True, timeout=180,
+                         check=True, env={k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")})
+    lines = out.stdout.splitlines()
+    assert lines[0] == "404"
+    assert [line.split()[2] for line in lines[1:]] == ["put", "put", "tombstone"]
