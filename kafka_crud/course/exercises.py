@@ -57,13 +57,16 @@ def check_tombstone(kafka: KafkaLike, topic: str, email: str) -> Check:
     record = latest[-1]
     if record.kind == "tombstone":
         return Check(
-            True, f"The latest record of {email} (offset {record.offset}) is a tombstone: the key is deleted."
+            True,
+            f"The latest record of {email} (offset {record.offset}) is a tombstone: every consumer that applies "
+            "it drops the key from its table. The log still holds the key's earlier records, and the tombstone "
+            "carries the key, until the cleaner removes them.",
         )
     if record.kind == "empty value":
         return Check(
             False,
-            f"Offset {record.offset} is an empty value (b''), not a tombstone: compaction keeps it for ever. "
-            "Send None as the value.",
+            f"Offset {record.offset} is an empty value (b''), not a tombstone: compaction keeps it, as the "
+            "key's latest record, for ever. Send None as the value.",
         )
     return Check(None, f"The latest record of {email} is still a user (offset {record.offset}). {_NOT_YET}")
 
