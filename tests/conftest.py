@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kafka_crud.config import BOOTSTRAP_ENV
-from kafka_crud.topics import create_topic, delete_topic
+from kafka_crud.connection import Kafka
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +27,13 @@ def topic_factory(bootstrap_servers: str) -> Iterator[Callable[..., str]]:
 
     def make(prefix: str = "test", *, partitions: int = 3, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        create_topic(bootstrap_servers, name, partitions=partitions, config=config)
+        Kafka(bootstrap_servers).create_topic(name, partitions=partitions, config=config)
         created.append(name)
         return name
 
     yield make
     for name in created:
-        delete_topic(bootstrap_servers, name)
+        Kafka(bootstrap_servers).delete_topic(name)
 
 
 @pytest.fixture
