@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from . import running
 from .connection import DEFAULT_TOPIC, KafkaLike
 from .errors import ValidationError
 from .httpserver import HTTPError, JSONHandler, JSONServer, Reply, single
@@ -169,11 +170,13 @@ class ServerHandle:
         self.url = f"http://{self.host}:{self.port}"
         """Where the endpoint listens (for code on this machine: clients, curl)."""
         self.browser_url = browser_url(self.port, self.host)
+        running.track(self, servers=service.kafka.bootstrap_servers, topic=service.topic)
         """Where a participant's browser reaches it: through Jupyter's proxy under Jupyter (see
         :mod:`kafka_crud.proxy`), else the direct address."""
 
     def stop(self) -> None:
         """Stop serving, then stop the service's consumer and producer."""
+        running.untrack(self)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
