@@ -95,7 +95,7 @@ def image() -> Iterator[Image]:
     try:
         yield built
     finally:
-        built.remove()
+        built.remove(keep_logs=FIGURES.parent / "logs")
 
 
 def _start(image: Image, command: list[str], env: dict[str, str], cwd: Path, name: str) -> Any:

@@ -32,8 +32,8 @@ from packaging.version import InvalidVersion, Version
 
 from .jupyter import User
 
-__all__ = ["ROOT", "Image", "base_lock", "build_image", "network_settings", "notebook_user", "r2d_file",
-           "render_dockerfile"]
+__all__ = ["ROOT", "Image", "base_lock", "build_image", "chown_tree", "copy_repository", "network_settings",
+           "notebook_user", "r2d_file", "render_dockerfile"]
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_NAME = "jovyan"
@@ -131,7 +131,13 @@ class Image:
                               check=False, user=self.user.uid, group=self.user.gid,
                               extra_groups=[] if self.user.uid is not None else None)
 
-    def remove(self) -> None:
+    def remove(self, keep_logs: Path | None = None) -> None:
+        """Remove everything; the servers' logs are copied to ``keep_logs`` first."""
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.root.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
+            (keep_logs / "build.log").write_text(self.build_log)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -144,12 +150,12 @@ def network_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if wanted.search(k)}
 
 
-def _chown(path: Path, user: User) -> None:
+def chown_tree(path: Path, user: User) -> None:
     if user.uid is not None:
         subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(path)], check=True)
 
 
-def _copy_repository(target: Path) -> None:
+def copy_repository(target: Path) -> None:
     """What repo2docker copies: the repository's files (tracked and untracked), not its venv or .git."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
@@ -193,12 +199,20 @@ def build_image(*, timeout: float = 1200) -> Image:
     prefix, home = root / "srv" / "conda" / "envs" / "notebook", root / "home" / USER_NAME
     home.mkdir(parents=True)
     began = time.monotonic()
-    baseline = build_base_environment(prefix)
-    _copy_repository(home)
-    _chown(root, user)
+    try:
+        baseline = build_base_environment(prefix)
+        copy_repository(home)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    chown_tree(root, user)
     image = Image(root, prefix, home, user, "", 0.0)
-    out = image.run(["bash", "binder/postBuild"], env=image.env(), cwd=home, timeout=timeout)
-    image.build_log = f"pip check before postBuild:\n{baseline}\n--- postBuild ---\n{out.stdout}\n{out.stderr}"
-    image.build_seconds = time.monotonic() - began
-    assert out.returncode == 0, f"postBuild failed (exit {out.returncode}):\n{image.build_log[-6000:]}"
+    try:
+        out = image.run(["bash", "binder/postBuild"], env=image.env(), cwd=home, timeout=timeout)
+        image.build_log = f"pip check before postBuild:\n{baseline}\n--- postBuild ---\n{out.stdout}\n{out.stderr}"
+        image.build_seconds = time.monotonic() - began
+        assert out.returncode == 0, f"postBuild failed (exit {out.returncode}):\n{image.build_log[-6000:]}"
+    except BaseException:
+        image.remove()
+        raise
     return image

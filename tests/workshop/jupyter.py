@@ -28,7 +28,12 @@ from typing import Any
 
 __all__ = ["JupyterProcess", "User", "descendants", "listening", "rss_of_tree"]
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 302 itself is the answer (to the login page, say)
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 @dataclass(frozen=True)
@@ -105,12 +110,14 @@ class JupyterProcess:
     token: str
     log_path: Path
     runtime_dir: Path
+    group: bool = False
+    """Stop the whole process group (a command run from a terminal, e.g. make), not just the process."""
     _family: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     @contextmanager
     def start(cls, command: Sequence[str], *, env: dict[str, str], cwd: Path, port: int, token: str,
-              log_path: Path, user: User = User()) -> Iterator[JupyterProcess]:
+              log_path: Path, user: User = User(), group: bool = False) -> Iterator[JupyterProcess]:
         """Run ``command`` until the block ends; then stop it and fail if it left anything running."""
         runtime = Path(env.get("JUPYTER_RUNTIME_DIR") or Path(env["HOME"]) / ".local/share/jupyter/runtime")
         with log_path.open("wb") as log_file:
@@ -119,7 +126,7 @@ class JupyterProcess:
                 stderr=subprocess.STDOUT, user=user.uid, group=user.gid,
                 extra_groups=[] if user.uid is not None else None, start_new_session=True,
             )
-        lab = cls(process, port, token, log_path, runtime)
+        lab = cls(process, port, token, log_path, runtime, group)
         try:
             yield lab
         finally:
@@ -188,7 +195,7 @@ class JupyterProcess:
             time.sleep(0.2)
         client = BlockingKernelClient()
         client.load_connection_file(str(connection))
-        client.start_channels()
+        client.start_channels(hb=False)  # under load a late heartbeat reads as a dead kernel
         out: list[str] = []
         errors: list[str] = []
 
@@ -216,13 +223,17 @@ class JupyterProcess:
         return {**self._family, **descendants(self.process.pid)}
 
     def stop(self, timeout: float = 60.0) -> list[str]:
-        """SIGTERM, as a hub stops a server; what did not stop within 30 s more is killed and reported."""
+        """SIGTERM, as a hub stops a server (to the whole process group with ``self.group``, as Ctrl-C
+        in a terminal); what did not stop within 30 s more is killed and reported."""
         problems: list[str] = []
         family = self.family()
         if self.process.poll() is not None:
             problems.append(f"the server had already exited (code {self.process.returncode})")
         else:
-            self.process.send_signal(signal.SIGTERM)
+            if self.group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
