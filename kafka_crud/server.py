@@ -129,6 +129,9 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}code{{background
 tombstone</li>
 <li><a href="readyz">GET readyz</a>: 200 once caught up with the topic, 503 before;
 <a href="healthz">GET healthz</a>: 200 while serving</li></ul>
+<p>This page: <code id="here"></code> (behind Jupyter, through its proxy:
+<code>&lt;base&gt;/proxy/&lt;port&gt;/</code>)</p>
+<script>document.getElementById("here").textContent = location.href</script>
 </body></html>
 """
 
@@ -144,7 +147,8 @@ def index_page(service: UserService) -> str:
     more = (f'<p>and {len(users) - _INDEX_USERS} more: <a href="users">GET users</a></p>'
             if len(users) > _INDEX_USERS else "")
     progress = service.progress()
-    status = (f"{len(users)} users" if service.ready or progress is None
+    count = f"{len(users)} user" + ("" if len(users) == 1 else "s")
+    status = (count if service.ready or progress is None
               else f"Rebuilding from the topic: {progress.applied} of {progress.total} offsets (reload)")
     return _PAGE.format(topic=html.escape(service.topic), status=status, rows=rows, more=more)
 

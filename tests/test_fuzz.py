@@ -320,7 +320,8 @@ class Model:
             assert r.headers["Content-Type"] == "text/html; charset=utf-8"
             if method == "GET":
                 page = r.body.decode()
-                assert f"<p id=\"status\">{len(self.users)} users</p>" in page, page[:500]
+                count = f"{len(self.users)} user" + ("" if len(self.users) == 1 else "s")
+                assert f"<p id=\"status\">{count}</p>" in page, page[:500]
                 for email, (name, _) in sorted(self.users.items())[:100]:
                     assert html.escape(email) in page, email
                     assert html.escape(name) in page, email

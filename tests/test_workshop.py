@@ -87,7 +87,7 @@ def test_the_page_lists_users_with_relative_links(
             assert response.headers["Content-Type"] == "text/html; charset=utf-8"
             page = response.read().decode()
         assert "Ada &lt;Lovelace&gt;" in page
-        assert "1 users" in page
+        assert '<p id="status">1 user</p>' in page
         assert 'href="user?email=ada@example.com"' in page
         assert 'href="users"' in page
         assert 'href="/' not in page
