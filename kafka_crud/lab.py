@@ -147,6 +147,7 @@ class LabBroker:
     def __init__(self, port: int, state_dir: Path | None = None,
                  on_change: Callable[[LabStatus], None] | None = None) -> None:
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="kafka-crud-lab-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap_servers = f"127.0.0.1:{port}"
         self.port = port
         self._on_change = on_change
