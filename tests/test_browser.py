@@ -1,4 +1,4 @@
-"""JupyterLab in a real browser: the user editor's widgets work where people click them.
+"""JupyterLab in a real browser: the user editor's widgets, and the endpoint through Jupyter's proxy.
 
 nbval proves a notebook's kernel runs; only a browser shows "Error displaying widget" (an
 ipywidgets front end that does not match the kernel's package, a missing lab extension). These
@@ -6,13 +6,19 @@ tests start JupyterLab as `make lab` does (``kafka-crud lab``, embedded broker i
 notebook in headless Chromium, run all cells, type a user into the editor, click Create, and
 wait for the user in the state view and for its record in the log view.
 
+A third test runs a notebook cell that starts the endpoint and creates a user, follows the link
+the cell shows (``<lab>/proxy/<port>/``, jupyter-server-proxy) in the same logged-in browser, and
+finds the user on the endpoint's page; a browser without Jupyter's login does not.
+
 Screenshots go to test-artifacts/browser/: after the click on success, for a person to look at;
-the page and JupyterLab's output on failure.
+the page and JupyterLab's output on failure. The endpoint's page is also saved to the system's
+temporary folder (kafka-crud-endpoint-through-proxy.png).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +46,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.slow, pytest.
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "browser" / "widget-smoke.ipynb"
+PROXY_FIXTURE = Path(__file__).parent / "browser" / "proxy-smoke.ipynb"
 NOTEBOOK_02 = ROOT / "notebooks" / "02-producing.ipynb"
 SCREENSHOTS = ARTIFACTS / "browser"
 
@@ -53,6 +60,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     notebooks = work / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copy(FIXTURE, notebooks / FIXTURE.name)
+    shutil.copy(PROXY_FIXTURE, notebooks / PROXY_FIXTURE.name)
     with start_lab(notebooks, work) as running:
         yield running
 
@@ -159,3 +167,41 @@ def test_widget_smoke_notebook_creates_a_user_seen_in_state_and_log(lab: Lab, pa
 def test_notebook_02_user_editor_creates_a_user_seen_in_state_and_log(lab: Lab, page: Page) -> None:
     """The course's user editor, as a learner meets it in notebook 02."""
     _create_a_user_in_the_editor(page, lab, NOTEBOOK_02.name, "02-producing")
+
+
+def test_the_endpoint_opens_through_jupyters_proxy_with_the_user_a_cell_created(
+    lab: Lab, page: Page, browser: Browser
+) -> None:
+    """The link a notebook shows for its server, followed as a participant on Binder would."""
+    name = PROXY_FIXTURE.name
+    open_notebook(page, lab, name)
+    assert page.get_by_text("official Jupyter news").count() == 0, "JupyterLab asks about Jupyter news"
+    run_all_cells(page)
+    link = wait_for_widget(page, ".kafka-crud-server a")
+    wait_until_all_cells_ran(page, lab, name)
+    href = link.get_attribute("href") or ""
+    assert href.startswith(f"{lab.base_url}/proxy/"), f"the notebook links to {href!r}, not through Jupyter"
+    with page.expect_popup() as popup:
+        link.click()
+    endpoint = popup.value
+    endpoint.wait_for_load_state()
+    row = endpoint.locator("#users tr", has_text="grace@example.com")
+    row.wait_for(state="visible", timeout=30_000)
+    assert "Grace Hopper" in row.inner_text()
+    assert endpoint.url == href
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    endpoint.screenshot(path=SCREENSHOTS / "endpoint-through-proxy.png", full_page=True)
+    endpoint.screenshot(path=Path(tempfile.gettempdir()) / "kafka-crud-endpoint-through-proxy.png", full_page=True)
+    # The page's links are relative: they stay behind the proxy's prefix.
+    endpoint.locator("a", has_text="GET users").first.click()
+    endpoint.wait_for_url(href + "users")
+    assert "grace@example.com" in endpoint.inner_text("body")
+    # Behind Jupyter's login: a browser without the lab's cookie does not see the users.
+    stranger = browser.new_context()
+    try:
+        other = stranger.new_page()
+        other.goto(href)
+        assert "grace@example.com" not in other.content()
+        assert "/login" in other.url, other.url
+    finally:
+        stranger.close()

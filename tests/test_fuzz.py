@@ -13,6 +13,7 @@ body), it accepts either; everything else it predicts exactly, 201 against 200 i
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -40,6 +41,7 @@ MIN_REQUESTS = 10_000
 MAX_EMAIL = 254
 MAX_NAME = 1000
 ROUTES: dict[str, frozenset[str]] = {
+    "/": frozenset({"GET", "HEAD"}),
     "/user": frozenset({"GET", "HEAD", "PUT", "DELETE"}),
     "/users": frozenset({"GET", "HEAD"}),
     "/readyz": frozenset({"GET", "HEAD"}),
@@ -244,6 +246,8 @@ class Model:
                 return Outcome(frozenset(errors))
             if url.path == "/users":
                 return Outcome(frozenset({200}), check=self._users_check(method))
+            if url.path == "/":
+                return Outcome(frozenset({200}), check=self._page_check(method))
             status = "ok" if url.path == "/healthz" else "ready"
             return Outcome(frozenset({200}), check=self._json_check(method, {"status": status}))
 
@@ -309,6 +313,21 @@ class Model:
         def check(r: Response) -> None:
             if method == "GET":
                 assert {u["email"]: u["name"] for u in json.loads(r.body)} == self.names()
+        return check
+
+    def _page_check(self, method: str) -> Callable[[Response], None]:
+        def check(r: Response) -> None:
+            assert r.headers is not None
+            assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+            if method == "GET":
+                page = r.body.decode()
+                count = f"{len(self.users)} user" + ("" if len(self.users) == 1 else "s")
+                assert f"<p id=\"status\">{count}</p>" in page, page[:500]
+                for email, (name, _) in sorted(self.users.items())[:100]:
+                    assert html.escape(email) in page, email
+                    assert html.escape(name) in page, email
+            else:
+                assert r.body == b""
         return check
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import os
 import re
@@ -17,6 +18,8 @@ import kafka_crud
 from kafka_crud.broker import BROKER_SETTINGS
 from kafka_crud.config import BOOTSTRAP_ENV, CLIENT_CONFIG_ENV, KAFKA_VERSION, client_config
 from kafka_crud.errors import ConfigError
+from kafka_crud.process import HEAP_ENV, JVM_OPTS, heap_options
+from kafka_crud.topics import EMBEDDED_CLUSTER_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "kafka_crud"
@@ -111,14 +114,34 @@ def test_missing_connection_settings_say_what_to_do(monkeypatch: pytest.MonkeyPa
         client_config()
 
 
-def test_compose_runs_the_pinned_kafka_with_the_teaching_settings() -> None:
+def test_compose_runs_the_pinned_kafka_as_the_embedded_broker_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same teaching settings, JVM options and heap; a kit cluster id; the log dir shared read-only."""
+    monkeypatch.delenv(HEAP_ENV, raising=False)
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     kafka = compose["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     env = {k: str(v) for k, v in kafka["environment"].items()}
     for key, value in BROKER_SETTINGS.items():
         assert env.get("KAFKA_" + key.upper().replace(".", "_")) == value, key
-    assert compose["services"]["lab"]["environment"][BOOTSTRAP_ENV] == "kafka:19092"
+    # apache/kafka's launch script hands these to the JVM (kafka-run-class.sh) and keeps them out of
+    # the broker's properties.
+    assert env["KAFKA_JVM_PERFORMANCE_OPTS"].split() == JVM_OPTS
+    assert env["KAFKA_HEAP_OPTS"].split() == heap_options()
+    assert env["CLUSTER_ID"].startswith(EMBEDDED_CLUSTER_PREFIX)
+    assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16
+    lab = compose["services"]["lab"]
+    assert lab["environment"][BOOTSTRAP_ENV] == "kafka:19092"
+    # Notebook 03's segment tables read the broker's files: the lab sees its log dir at the same path.
+    log_dir = env["KAFKA_LOG_DIRS"]
+    volume = next(v for v in kafka["volumes"] if v.endswith(":" + log_dir))
+    assert f"{volume}:ro" in lab["volumes"], lab["volumes"]
+    assert volume.split(":")[0] in compose["volumes"]
+
+
+def test_the_lab_image_runs_kafka_crud_lab_from_a_plain_install() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "-c constraints.txt '.[lab]'" in dockerfile  # not editable: the data files (lab settings) come along
+    assert 'CMD ["kafka-crud", "lab"' in dockerfile
 
 
 def test_binder_installs_from_the_same_pins_as_make_setup() -> None:

@@ -16,12 +16,13 @@ from .exercises import (
     check_partition,
     check_tombstone,
 )
-from .setup import preflight, success_line
+from .setup import preflight, restart_broker, success_line
 from .tables import answers_frame, partitions_frame
 
 __all__ = [
     # the setup check
     "preflight",
+    "restart_broker",
     "success_line",
     # demo data
     "DEMO_HISTORY",

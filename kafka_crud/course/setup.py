@@ -1,4 +1,9 @@
-"""Notebook 00's setup check: the Python side, then a round trip through the broker."""
+"""Notebook 00's setup check: the Python side, the lab's broker, then a round trip through it.
+
+In a lab the kit started (``kafka-crud lab``, Binder), the broker starts beside Jupyter: the
+check waits for it while it starts, and when it failed says why and how to retry
+(:func:`restart_broker` in a cell, or ``kafka-crud broker`` in a terminal).
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,22 @@ import pandas as pd
 from ..config import KAFKA_VERSION
 from ..connection import Kafka, KafkaLike
 from ..errors import KafkaCrudError
+from ..lab import restart_broker, wait_for_lab_broker
 from ..producer import UserProducer
 from ..records import User
 
-__all__ = ["preflight", "success_line"]
+__all__ = ["preflight", "restart_broker", "success_line"]
 
 log = logging.getLogger(__name__)
 
 _PREFLIGHT_TOPIC = "setup-check"
 
 
-def preflight(kafka: KafkaLike = None, *, topic: str = _PREFLIGHT_TOPIC) -> pd.DataFrame:
+def preflight(kafka: KafkaLike = None, *, topic: str = _PREFLIGHT_TOPIC, lab_timeout: float = 120.0) -> pd.DataFrame:
     """Check the Python side and a round trip through the broker; one row per check, stopping at the first failure.
 
-    The broker part creates ``topic``, writes a user, reads it back and deletes the topic.
+    In a kit lab, waits up to ``lab_timeout`` s for its broker to start. The broker part creates
+    ``topic``, writes a user, reads it back and deletes the topic.
     """
     rows: list[tuple[str, str]] = []
 
@@ -41,11 +48,20 @@ def preflight(kafka: KafkaLike = None, *, topic: str = _PREFLIGHT_TOPIC) -> pd.D
         record("KAFKA_BOOTSTRAP_SERVERS is set", False, str(exc))
         return frame()
     record("KAFKA_BOOTSTRAP_SERVERS is set", True)
+    lab = wait_for_lab_broker(lab_timeout) if kafka is None else None
     try:
         connection.ping()
     except KafkaCrudError as exc:
-        record("a broker answers", False, str(exc))
+        if lab is not None and lab.state == "failed":
+            record("the lab's broker started", False, f"{lab.error} {lab.retry_hint()}")
+        elif lab is not None and lab.state == "starting":
+            record("the lab's broker started", False,
+                   f"still starting after {lab_timeout:.0f} s: run this cell again in a minute. {lab.retry_hint()}")
+        else:
+            record("a broker answers", False, str(exc))
         return frame()
+    if lab is not None:
+        record("the lab's broker started", True)
     record("a broker answers", True)
     try:
         connection.reset_topic(topic, partitions=1)

@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -75,10 +75,10 @@ CHROMIUM_ARGS = (
     "--disable-extensions",
 )
 
-# JupyterLab settings for an unattended run: no "fetch Jupyter news?" toast over the widgets.
+# JupyterLab settings for an unattended run: no update check. The "Jupyter news?" question is off
+# by the kit's own setting default (jupyter-config/kafka-crud.json), which the tests check.
 _LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        '{"fetchNews": "false", "checkForUpdates": false}',
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": '{"checkForUpdates": false}',
 }
 
 # What a failed cell shows (IPython's traceback header), and what JupyterLab shows in place of a
@@ -207,8 +207,8 @@ class Lab:
         request = urllib.request.Request(f"{self.base_url}{path}", headers={"Authorization": f"token {self.token}"})
         try:
             with _NO_PROXY.open(request, timeout=5) as response:
-                answer: object = json.load(response)
-                return answer
+                data: object = json.load(response)
+                return data
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
@@ -231,9 +231,13 @@ class Lab:
                 pytest.fail(f"JupyterLab did not answer on {self.base_url} within {timeout:.0f} s of "
                             f"`kafka-crud lab`. Its output ends with:\n{self.output_tail()}", pytrace=False)
             time.sleep(0.5)
+        # The broker starts beside JupyterLab: it may be ready a few seconds after JupyterLab answers.
         found = re.search(r"Kafka ready at (\S+)", self.output())
+        while found is None and time.monotonic() < deadline and self.process.poll() is None:
+            time.sleep(0.5)
+            found = re.search(r"Kafka ready at (\S+)", self.output())
         if found is None:
-            pytest.fail("kafka-crud lab serves JupyterLab but started no embedded broker. "
+            pytest.fail("kafka-crud lab serves JupyterLab but its embedded broker did not get ready. "
                         f"Its output ends with:\n{self.output_tail()}", pytrace=False)
         self.broker_address = found.group(1)
         self._family = _descendants(self.process.pid)
@@ -267,7 +271,7 @@ class Lab:
         for pid in left:
             what = "the embedded broker's JVM" if pid == self.broker_pid else "a process it started"
             problems.append(f"{what} (pid {pid}) still ran after kafka-crud lab stopped: {_cmdline(pid)[:200]}")
-            with contextlib.suppress(ProcessLookupError):
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self.broker_address and _listening(self.broker_address):
             problems.append(f"something still listens on the embedded broker's address {self.broker_address}")

@@ -1,0 +1,1 @@
+"""Helpers of the workshop tests: Binder's image built without Docker, Jupyter servers and their kernels."""
