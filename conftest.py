@@ -3,6 +3,10 @@
 ``KAFKA_BOOTSTRAP_SERVERS`` when set; else a Kafka container when a Docker daemon answers;
 else the embedded broker (a Java subprocess). The chosen address is exported as
 ``KAFKA_BOOTSTRAP_SERVERS`` before any test runs, so notebook kernels started by nbval use it.
+
+``KAFKA_CRUD_TEST_NODES=3`` runs the session on a local 3-node cluster instead
+(``LocalKafka(nodes=3)``: replication factor 3, min.insync.replicas 2): the suite must pass
+on it as it does on one broker (``make test-cluster``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ from kafka_crud.config import BOOTSTRAP_ENV, KAFKA_VERSION
 log = logging.getLogger("kafka_crud.tests")
 
 _stop_session_broker: Callable[[], None] | None = None
+
+#: How many nodes the session's embedded Kafka has (1: the single broker).
+NODES_ENV = "KAFKA_CRUD_TEST_NODES"
+
+
+def _nodes() -> int:
+    value = os.environ.get(NODES_ENV, "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"{NODES_ENV}={value!r}: give a number of nodes, 1 or 3")
+    return int(value)
 
 
 def _start_container() -> tuple[str, Callable[[], None]]:
@@ -64,10 +78,10 @@ def _wait_for_metadata(servers: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def _start_embedded() -> tuple[str, Callable[[], None]]:
+def _start_embedded(nodes: int = 1) -> tuple[str, Callable[[], None]]:
     from kafka_crud.broker import LocalKafka
 
-    kafka = LocalKafka()
+    kafka = LocalKafka(nodes=nodes)
     kafka.start()
     return kafka.bootstrap_servers, kafka.stop
 
@@ -76,13 +90,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     global _stop_session_broker
     if os.environ.get(BOOTSTRAP_ENV) or session.config.option.collectonly:
         return
-    try:
-        servers, stop = _start_container()
-        how = "a Kafka container"
-    except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
-        log.info("No Kafka container (%s): using the embedded broker", exc)
-        servers, stop = _start_embedded()
-        how = "the embedded broker"
+    nodes = _nodes()
+    if nodes > 1:
+        servers, stop = _start_embedded(nodes)
+        how = f"an embedded cluster of {nodes} nodes"
+    else:
+        try:
+            servers, stop = _start_container()
+            how = "a Kafka container"
+        except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
+            log.info("No Kafka container (%s): using the embedded broker", exc)
+            servers, stop = _start_embedded()
+            how = "the embedded broker"
     os.environ[BOOTSTRAP_ENV] = servers
     _stop_session_broker = stop
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, Producer
 
 from kafka_crud import jvm
 from kafka_crud.broker import LocalKafka
+from kafka_crud.connection import Kafka
 from kafka_crud.errors import BrokerStartError, JarsUnavailableError, JavaNotFoundError, PortInUseError
-from kafka_crud.topics import create_topic, partition_count
 
 pytestmark = pytest.mark.broker
 
@@ -70,7 +70,7 @@ def test_embedded_broker_starts_serves_and_stops_without_leaving_a_jvm() -> None
         assert kafka.bootstrap_servers.startswith("127.0.0.1:")
         pid = kafka.pid
         assert pid is not None
-        create_topic(kafka.bootstrap_servers, "roundtrip", partitions=1)
+        kafka.connect().create_topic("roundtrip", partitions=1)
         assert _round_trip(kafka.bootstrap_servers, "roundtrip", b"hello") == [b"hello"]
         data_dir = kafka.data_dir
     assert _wait_dead(pid, 5), "the JVM is still running after stop()"
@@ -79,12 +79,12 @@ def test_embedded_broker_starts_serves_and_stops_without_leaving_a_jvm() -> None
 
 def test_restart_on_the_same_data_dir_keeps_topics_and_records(tmp_path: Path) -> None:
     with LocalKafka(data_dir=tmp_path) as kafka:
-        create_topic(kafka.bootstrap_servers, "durable", partitions=2)
+        kafka.connect().create_topic("durable", partitions=2)
         assert _round_trip(kafka.bootstrap_servers, "durable", b"v1") == [b"v1"]
         first_address = kafka.bootstrap_servers
     with LocalKafka(data_dir=tmp_path) as kafka:
         assert kafka.bootstrap_servers == first_address, "the port is remembered in the data dir"
-        assert partition_count(kafka.bootstrap_servers, "durable") == 2
+        assert Kafka(kafka.bootstrap_servers).partition_count("durable") == 2
         assert _round_trip(kafka.bootstrap_servers, "durable", b"v2") == [b"v1", b"v2"]
 
 
@@ -92,7 +92,7 @@ def test_a_killed_broker_recovers_its_records_on_restart(tmp_path: Path) -> None
     kafka = LocalKafka(data_dir=tmp_path)
     try:
         kafka.start()
-        create_topic(kafka.bootstrap_servers, "crash", partitions=1)
+        kafka.connect().create_topic("crash", partitions=1)
         assert _round_trip(kafka.bootstrap_servers, "crash", b"before") == [b"before"]
         kafka.kill()
         kafka.start()

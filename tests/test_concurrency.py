@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from kafka_crud.consumer import read_log
+from kafka_crud.connection import Kafka
 from kafka_crud.server import serve_in_thread
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
@@ -108,7 +108,7 @@ def last_write_per_key(acks: list[Ack]) -> dict[str, str]:
 
 def check_the_log(bootstrap_servers: str, topic: str, acks: list[Ack]) -> None:
     """The log holds exactly the acknowledged writes, once each, with what they wrote."""
-    records = {(r.partition, r.offset): r for r in read_log(bootstrap_servers, topic)}
+    records = {(r.partition, r.offset): r for r in Kafka(bootstrap_servers).read_log(topic)}
     assert set(records) == {(a.partition, a.offset) for a in acks}
     for ack in acks:
         record = records[(ack.partition, ack.offset)]

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from kafka_crud.broker import LocalKafka
-from kafka_crud.consumer import read_log
+from kafka_crud.connection import Kafka
 from kafka_crud.errors import WriteError
 from kafka_crud.producer import UserProducer
 from kafka_crud.server import ServerHandle, serve_in_thread
@@ -184,7 +184,7 @@ def crash_during_stream(kafka: LocalKafka, *, write_timeout: float, down_for: fl
         rebuilt_users = users_of(rebuilt.url)
     assert {e: rebuilt_users.get(e) for e in expected} == expected
     # ... and in the log itself, each once: the idempotent producer's retries wrote no duplicate.
-    keys = Counter(r.key.decode() for r in read_log(kafka.bootstrap_servers, topic) if r.key)
+    keys = Counter(r.key.decode() for r in Kafka(kafka.bootstrap_servers).read_log(topic) if r.key)
     assert all(keys[e] == 1 for e in expected), {e: keys[e] for e in expected if keys[e] != 1}
     assert max(keys.values()) == 1
     # Beyond the acknowledged writes the log holds only writes answered 503 ("may have landed").
@@ -293,7 +293,7 @@ def test_restarted_servers_rebuild_the_acknowledged_state_also_after_compaction(
     # Wait for the cleaner to remove superseded records and whole deleted users, tombstones
     # included, then rebuild once more: a deleted user must not come back from a gap.
     def vanished() -> set[str]:
-        in_log = {r.key.decode() for r in read_log(bootstrap_servers, topic) if r.key}
+        in_log = {r.key.decode() for r in Kafka(bootstrap_servers).read_log(topic) if r.key}
         return model.deleted - set(model.users) - in_log
 
     deadline = time.monotonic() + 60
@@ -302,7 +302,7 @@ def test_restarted_servers_rebuild_the_acknowledged_state_also_after_compaction(
         with serve_in_thread(bootstrap_servers, topic=topic) as server:  # a write rolls the segment
             run_operations(server.url, model, rng, 3)
         time.sleep(0.5)
-    remaining = read_log(bootstrap_servers, topic)
+    remaining = Kafka(bootstrap_servers).read_log(topic)
     assert len(remaining) < model.acknowledged
     with serve_in_thread(bootstrap_servers, topic=topic) as server:
         restarts += 1

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from kafka_crud.client import UserClient
-from kafka_crud.consumer import read_log
+from kafka_crud.connection import Kafka
 from kafka_crud.errors import TopicNotCompactedError
 from kafka_crud.producer import UserProducer
 from kafka_crud.server import ServerHandle, make_server, serve_in_thread
 from kafka_crud.service import UserService
-from kafka_crud.topics import admin_client, ensure_topic
 
 pytestmark = pytest.mark.broker
 
@@ -66,14 +65,14 @@ def test_responses_name_the_records_position(client: UserClient, bootstrap_serve
     partition, offset = int(put.headers["Kafka-Partition"]), int(put.headers["Kafka-Offset"])
     assert put.headers["ETag"] == f'"{partition}-{offset}"'
     assert client.get("pos@example.com").headers["ETag"] == put.headers["ETag"]
-    [record] = [r for r in read_log(bootstrap_servers, topic) if r.key == b"pos@example.com"]
+    [record] = [r for r in Kafka(bootstrap_servers).read_log(topic) if r.key == b"pos@example.com"]
     assert (record.partition, record.offset) == (partition, offset)
 
 
 def test_delete_writes_a_null_tombstone(client: UserClient, bootstrap_servers: str, topic: str) -> None:
     client.put("gone@example.com", "G")
     client.delete("gone@example.com")
-    records = [r for r in read_log(bootstrap_servers, topic) if r.key == b"gone@example.com"]
+    records = [r for r in Kafka(bootstrap_servers).read_log(topic) if r.key == b"gone@example.com"]
     assert [r.kind for r in records] == ["put", "tombstone"]
     assert records[-1].value is None
 
@@ -83,7 +82,7 @@ def test_delete_then_recreate_the_same_key(client: UserClient, bootstrap_servers
     assert client.delete("phoenix@example.com").status == 204
     assert client.put("phoenix@example.com", "Second").status == 201
     assert client.get("phoenix@example.com").body["name"] == "Second"
-    kinds = [r.kind for r in read_log(bootstrap_servers, topic) if r.key == b"phoenix@example.com"]
+    kinds = [r.kind for r in Kafka(bootstrap_servers).read_log(topic) if r.key == b"phoenix@example.com"]
     assert kinds == ["put", "tombstone", "put"]
 
 
@@ -220,10 +219,8 @@ def test_an_existing_topic_that_is_not_compacted_is_reported_not_changed(
 ) -> None:
     name = topic_factory("deleting", config={"cleanup.policy": "delete"})
     with pytest.raises(TopicNotCompactedError, match="cleanup.policy='delete'"):
-        ensure_topic(bootstrap_servers, name)
-    from kafka_crud.topics import topic_config
-
-    assert topic_config(admin_client(bootstrap_servers), name)["cleanup.policy"] == "delete"
+        Kafka(bootstrap_servers).ensure_topic(name)
+    assert Kafka(bootstrap_servers).topic_config(name)["cleanup.policy"] == "delete"
 
 
 def _cli() -> str:

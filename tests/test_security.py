@@ -31,7 +31,8 @@ import yaml
 
 from kafka_crud import cli
 from kafka_crud.broker import LocalKafka, free_port
-from kafka_crud.server import MAX_BODY, ServerHandle, make_server, serve_in_thread
+from kafka_crud.httpserver import MAX_BODY
+from kafka_crud.server import ServerHandle, make_server, serve_in_thread
 
 pytestmark = pytest.mark.timeout(180)
 
