@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps jars lab check test bench clean
+.PHONY: setup system-deps jars lab check test test-cluster bench clean
 
 setup: $(STAMP) system-deps jars
 
@@ -39,6 +39,11 @@ check: $(STAMP)
 # The whole suite against a real broker, notebooks included.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite against a local 3-node cluster (replication factor 3, min.insync.replicas 2):
+# its outputs must not depend on the broker count.
+test-cluster: setup
+	KAFKA_CRUD_TEST_NODES=3 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -109,6 +109,8 @@ class ClusterNode(LocalKafka):
         self.node_id = node_id
         self._voters = cluster.voters
         self._assigned = (port, controller_port)
+        self.paused = False
+        """True between :meth:`pause` and :meth:`resume`."""
 
     def _choose_ports(self) -> None:
         self.port, self.controller_port = self._assigned
@@ -129,15 +131,21 @@ class ClusterNode(LocalKafka):
         """SIGSTOP the JVM: it holds its connections and answers nothing, like a hung machine."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGSTOP)
+            self.paused = True
 
     def resume(self) -> None:
         """SIGCONT a paused JVM."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
+        self.paused = False
 
     def stop(self, timeout: float = 30.0) -> None:
         self.resume()  # a paused JVM would not see the SIGTERM
         super().stop(timeout)
+
+    def kill(self) -> None:
+        super().kill()
+        self.paused = False
 
     def rss_bytes(self) -> int | None:
         """The JVM's resident memory (Linux), or None when it is not running."""
@@ -196,7 +204,7 @@ class LocalCluster(LocalKafka):
         ports = state["nodes"]
         self.voters = ",".join(f"{n['id']}@127.0.0.1:{n['controller_port']}" for n in ports)
         self._nodes = [ClusterNode(self, n["id"], n["port"], n["controller_port"]) for n in ports]
-        self._probe: Any = None
+        self._probe: tuple[str, Any] | None = None
         state["cluster_id"] = self.cluster_id
         (self.data_dir / _STATE_FILE).write_text(json.dumps(state))
 
@@ -344,17 +352,19 @@ class LocalCluster(LocalKafka):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        if not self.running():
+        # Ask only nodes that answer: a paused one holds its connections and would be asked again.
+        servers = ",".join(f"127.0.0.1:{n.port}" for n in self._nodes if n.is_running() and not n.paused)
+        if not servers:
             raise KafkaUnavailableError("No node of the cluster is running")
-        if self._probe is None:  # one client for every question: it finds a node that runs
-            probe: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
+        if self._probe is None or self._probe[0] != servers:
+            probe: dict[str, Any] = {"bootstrap.servers": servers, "log_level": 0,
                                      "logger": logging.getLogger("kafka_crud.cluster.probe"),
                                      "reconnect.backoff.max.ms": 1000}
-            self._probe = AdminClient(probe)
+            self._probe = (servers, AdminClient(probe))
         try:
-            return self._probe.list_topics(topic=topic, timeout=10)
+            return self._probe[1].list_topics(topic=topic, timeout=5)
         except KafkaException as exc:
-            raise KafkaUnavailableError(f"The cluster at {self.bootstrap_servers} did not answer: {exc}") from None
+            raise KafkaUnavailableError(f"The cluster at {servers} did not answer: {exc}") from None
 
     def _registered(self) -> int:
         try:
