@@ -32,14 +32,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from confluent_kafka import KafkaError, Message
 
 from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import CleanerTimeoutError, WriteError
 from .records import LogRecord, classify
-from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
+from .segments import LogDirOption, LogDirs, list_segments, resolve_log_dirs
 
 __all__ = [
     "ROLL_KEY",
@@ -220,7 +219,7 @@ def roll_segments(
     """
     kafka = Kafka.of(kafka)
     kafka.require_owned(topic, "append roll records to", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     if partitions is None:
         partitions = [p for p, (low, high) in kafka.watermarks(topic).items() if high > low]
     wanted = sorted(partitions)
@@ -238,9 +237,8 @@ def roll_segments(
             markers.update(appended)
             if root is None:
                 break
-            pending = [
-                p for p, offset in appended.items() if not (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()
-            ]
+            # On a local cluster: rolled on every node's copy (each rolls it on its own).
+            pending = [p for p, offset in appended.items() if not root.has_segment(topic, p, offset)]
             if pending and time.monotonic() > deadline:
                 raise CleanerTimeoutError(
                     f"Partitions {pending} of {topic!r} did not roll within {timeout:.0f} s: is the broker healthy?"
@@ -278,14 +276,13 @@ def wait_for_cleaner(
     """
     kafka = Kafka.of(kafka)
     markers = dict(markers or {})
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     started = time.monotonic()
     deadline = started + timeout
     check: Callable[[], bool]
     if root is not None:
-        def check() -> bool:
-            done = cleaner_checkpoints(root)
-            return all(done.get((topic, p), -1) >= offset for p, offset in markers.items())
+        def check() -> bool:  # every local copy cleaned (each node's cleaner works on its own)
+            return all(root.cleaned_to(topic, p) >= offset for p, offset in markers.items())
         poll = _POLL
     else:
         def check() -> bool:
@@ -323,7 +320,7 @@ def compact(
     kafka = Kafka.of(kafka)
     kafka.require_compacted(topic)
     kafka.require_owned(topic, "compact", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     where: LogDirOption = root  # resolved once, not per step
     before = kafka.read_log(topic)
     partitions = sorted({r.partition for r in before})
@@ -337,7 +334,7 @@ def compact(
     return result
 
 
-def _latest_horizon(kafka: Kafka, topic: str, root: Path, partitions: set[int]) -> int | None:
+def _latest_horizon(kafka: Kafka, topic: str, root: LogDirs, partitions: set[int]) -> int | None:
     horizons = [
         s.delete_horizon_ms for s in list_segments(kafka, topic, log_dir=root)
         if s.partition in partitions and s.delete_horizon_ms is not None
@@ -369,7 +366,7 @@ def remove_tombstones(
     """
     kafka = Kafka.of(kafka)
     kafka.require_owned(topic, "compact", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     deadline = time.monotonic() + timeout
     first = compact(kafka, topic, timeout=timeout, log_dir=root, force=True)
     passes = [first]
