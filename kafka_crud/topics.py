@@ -165,13 +165,26 @@ class TopicAdmin:
     # -- topics --------------------------------------------------------------------------------
     def create_topic(
         self, topic: str, *, partitions: int = DEFAULT_PARTITIONS, config: Mapping[str, str] | None = None,
+        assignment: list[list[int]] | None = None,
     ) -> None:
-        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable."""
-        self._create(topic, partitions, {**TEACHING_TOPIC_CONFIG, **(config or {})})
+        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable.
+
+        ``assignment``: the node ids holding each partition, preferred leader first (e.g.
+        ``[[1, 2, 3]]``: one partition, led by node 1); by default the broker places the replicas,
+        as many as its ``default.replication.factor``.
+        """
+        if assignment is not None:
+            partitions = len(assignment)
+        self._create(topic, partitions, {**TEACHING_TOPIC_CONFIG, **(config or {})}, assignment)
         self._register(topic)
 
-    def _create(self, topic: str, partitions: int, settings: Mapping[str, str]) -> None:
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=dict(settings))
+    def _create(
+        self, topic: str, partitions: int, settings: Mapping[str, str], assignment: list[list[int]] | None = None,
+    ) -> None:
+        if assignment is not None:
+            new = NewTopic(topic, num_partitions=partitions, replica_assignment=assignment, config=dict(settings))
+        else:
+            new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=dict(settings))
         with self.errors(f"creating topic {topic!r}"):
             self.admin.create_topics([new], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
         self._wait_until(lambda: self.partition_count(topic) == partitions, f"topic {topic!r} to appear")
