@@ -80,10 +80,21 @@ def _wait_for_metadata(servers: str, timeout: float = 120.0) -> None:
 
 def _start_embedded(nodes: int = 1) -> tuple[str, Callable[[], None]]:
     from kafka_crud.broker import LocalKafka
+    from kafka_crud.cluster import LocalCluster
 
     kafka = LocalKafka(nodes=nodes)
     kafka.start()
-    return kafka.bootstrap_servers, kafka.stop
+    if not isinstance(kafka, LocalCluster):
+        return kafka.bootstrap_servers, kafka.stop
+    cluster = kafka
+
+    def stop() -> None:
+        # What three nodes took after the whole session: docs/reliability.md quotes it.
+        rss = {node: f"{size / 2**20:.0f} MiB" for node, size in cluster.rss().items()}
+        print(f"\nkafka: resident memory of the nodes at the end of the session: {rss}")
+        cluster.stop()
+
+    return cluster.bootstrap_servers, stop
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
