@@ -18,7 +18,7 @@ LAB_ARGS ?=
 JDK_IF_NEEDED = $(BIN)/python -c 'from kafka_crud.jvm import find_java; find_java()' 2>/dev/null \
 	|| $(BIN)/pip install --quiet -c constraints.txt -e '.[jdk]'
 
-.PHONY: setup system-deps jars lab check test bench clean
+.PHONY: setup system-deps jars lab check test test-cluster bench clean
 
 # Everything the tests need.
 setup: $(STAMP) system-deps jars
@@ -58,6 +58,11 @@ check: $(STAMP)
 # The whole suite against a real broker, notebooks included.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite against a local 3-node cluster (replication factor 3, min.insync.replicas 2):
+# its outputs must not depend on the broker count.
+test-cluster: setup
+	KAFKA_CRUD_TEST_NODES=3 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py

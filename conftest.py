@@ -8,6 +8,11 @@ The broker starts lazily, right before the first test that needs one runs: a tes
 up, after this; the kernel inherits ``KAFKA_BOOTSTRAP_SERVERS``). ``pytest -m "not broker"``
 therefore starts none, and a test that is not marked ``broker`` may not start one either:
 ``LocalKafka.start`` refuses while it runs.
+
+``KAFKA_CRUD_TEST_NODES=3`` runs the session on a local 3-node cluster instead
+(``LocalKafka(nodes=3)``: replication factor 3, min.insync.replicas 2): the suite must pass
+on it as it does on one broker (``make test-cluster``). It is read when pytest starts, before
+the tests' own environment drops every ``KAFKA_CRUD_*`` setting.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ class _SessionBroker:
         self.error: BaseException | None = None
         self._stop: Callable[[], None] | None = None
         self._saved_env: dict[str, str | None] = {}
+        self.nodes = 1
 
     def configure(self) -> None:
+        self.nodes = _nodes()
         servers = os.environ.get(BOOTSTRAP_ENV, "").strip()
         if servers:
             self.servers, self.external = servers, True
@@ -44,13 +51,17 @@ class _SessionBroker:
         if self.error is not None:  # failed once: fail every test that needs it, at once
             raise self.error
         try:
-            try:
-                servers, stop = _start_container()
-                how = "a Kafka container"
-            except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
-                log.info("No Kafka container (%s): using the embedded broker", exc)
-                servers, stop = _start_embedded()
-                how = "the embedded broker"
+            if self.nodes > 1:
+                servers, stop = _start_embedded(self.nodes)
+                how = f"an embedded cluster of {self.nodes} nodes"
+            else:
+                try:
+                    servers, stop = _start_container()
+                    how = "a Kafka container"
+                except Exception as exc:  # noqa: BLE001 - no Docker daemon: the embedded broker is there
+                    log.info("No Kafka container (%s): using the embedded broker", exc)
+                    servers, stop = _start_embedded()
+                    how = "the embedded broker"
         except BaseException as exc:
             self.error = exc
             raise
@@ -87,6 +98,16 @@ _broker = _SessionBroker()
 def needs_broker(item: pytest.Item) -> bool:
     """A test marked ``broker``, or a notebook cell (every course notebook talks to Kafka)."""
     return item.get_closest_marker("broker") is not None or item.path.suffix == ".ipynb"
+
+#: How many nodes the session's embedded Kafka has (1: the single broker).
+NODES_ENV = "KAFKA_CRUD_TEST_NODES"
+
+
+def _nodes() -> int:
+    value = os.environ.get(NODES_ENV, "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"{NODES_ENV}={value!r}: give a number of nodes, 1 or 3")
+    return int(value)
 
 
 def _start_container() -> tuple[str, Callable[[], None]]:
@@ -133,12 +154,23 @@ def _wait_for_metadata(servers: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def _start_embedded() -> tuple[str, Callable[[], None]]:
+def _start_embedded(nodes: int = 1) -> tuple[str, Callable[[], None]]:
     from kafka_crud.broker import LocalKafka
+    from kafka_crud.cluster import LocalCluster
 
-    kafka = LocalKafka()
+    kafka = LocalKafka(nodes=nodes)
     kafka.start()
-    return kafka.bootstrap_servers, kafka.stop
+    if not isinstance(kafka, LocalCluster):
+        return kafka.bootstrap_servers, kafka.stop
+    cluster = kafka
+
+    def stop() -> None:
+        # What three nodes took after the whole session: docs/reliability.md quotes it.
+        rss = {node: f"{size / 2**20:.0f} MiB" for node, size in cluster.rss().items()}
+        print(f"\nkafka: resident memory of the nodes at the end of the session: {rss}")
+        cluster.stop()
+
+    return cluster.bootstrap_servers, stop
 
 
 def pytest_configure(config: pytest.Config) -> None:

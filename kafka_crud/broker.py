@@ -4,6 +4,9 @@
         print(broker.bootstrap_servers)     # 127.0.0.1:<free port>
         kafka = broker.connect()            # a kafka_crud.Kafka connection to it
 
+    LocalKafka(nodes=3)                     # a 3-node cluster: kafka_crud.cluster.LocalCluster
+    LocalKafka(security="SASL_PLAINTEXT")   # a login to pass (kafka_crud.security); or "SSL"
+
 Settings are tuned for teaching and small machines: the log cleaner looks for work every
 200 ms and removed segments are deleted at once. The JVM's options, its class-data-sharing
 archive and the watchdog that ends it when its owner dies are :mod:`kafka_crud.process`'s.
@@ -30,7 +33,8 @@ from .config import KAFKA_VERSION
 from .connection import Kafka
 from .errors import BrokerStartError, PortInUseError
 from .jvm import Java, find_java, kafka_classpath
-from .process import JVM_OPTS, ClassArchive, Watchdog, heap_options, tail
+from .process import JVM_OPTS, LOG4J, LOG4J2, ClassArchive, Watchdog, heap_options, tail
+from .security import ListenerSecurity, listener_security
 from .topics import EMBEDDED_CLUSTER_PREFIX, note_started_here
 
 __all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
@@ -65,25 +69,6 @@ BROKER_SETTINGS: dict[str, str] = {
 
 _STATE_FILE = "kafka-crud-broker.json"
 
-_LOG4J = """log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File={log}
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.org.apache.kafka.clients=WARN
-log4j.logger.kafka.log.LogCleaner=INFO
-"""
-
-_LOG4J2 = """status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-"""
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -115,6 +100,9 @@ def _cluster_id() -> str:
 class LocalKafka:
     """A single-node Apache Kafka broker in a Java subprocess, on 127.0.0.1 only.
 
+    ``LocalKafka(nodes=3)`` is a :class:`~kafka_crud.cluster.LocalCluster` instead: three
+    nodes, each broker and controller, with replicated topics.
+
     Args:
         port: broker port; a free one when omitted (or the one used last time on ``data_dir``).
         data_dir: where the log and metadata live. Reused across starts, so topics and records
@@ -124,7 +112,18 @@ class LocalKafka:
         cluster_id: the id to format new storage with. By default one that marks the broker as
             the kit's own (see :mod:`kafka_crud.topics`); another makes it behave like someone
             else's cluster, to try the rules that protect their topics.
+        nodes: 1; more returns a :class:`~kafka_crud.cluster.LocalCluster` of that many nodes.
+        security: the client listener's protocol: ``"PLAINTEXT"``, ``"SASL_PLAINTEXT"`` (SASL
+            PLAIN, user ``username``) or ``"SSL"`` (a throwaway CA made with keytool); clients
+            need :attr:`client_config` (see :mod:`kafka_crud.security`).
     """
+
+    def __new__(cls, *args: Any, nodes: int = 1, **kwargs: Any) -> LocalKafka:
+        if nodes != 1 and cls is LocalKafka:
+            from .cluster import LocalCluster
+
+            return super().__new__(LocalCluster)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -135,7 +134,13 @@ class LocalKafka:
         start_timeout: float = 90.0,
         version: str = KAFKA_VERSION,
         cluster_id: str | None = None,
+        nodes: int = 1,
+        security: str = "PLAINTEXT",
+        username: str = "kafka-crud",
+        password: str | None = None,
     ) -> None:
+        if nodes != 1:
+            raise ValueError(f"LocalKafka(nodes={nodes}) is a LocalCluster: create it as LocalKafka(nodes=...)")
         self._owns_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="kafka-crud-"))
         self._requested_port = port
@@ -150,6 +155,26 @@ class LocalKafka:
         self._watchdog: Watchdog | None = None
         self.java: Java | None = None
         self._archive: ClassArchive | None = None
+        self.security: ListenerSecurity = listener_security(
+            security, self.data_dir / "security", username=username, password=password,
+        )
+
+    @property
+    def nodes(self) -> list[LocalKafka]:
+        """The cluster's nodes: this broker alone (a :class:`LocalCluster` has several)."""
+        return [self]
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings a client needs besides the address (security), e.g. for
+        ``KAFKA_CRUD_CLIENT_CONFIG``; empty for the default plain listener."""
+        return dict(self.security.client_config)
+
+    @property
+    def client_properties(self) -> str:
+        """:attr:`client_config` as ``key=value`` lines: write them to a file and point
+        ``KAFKA_CRUD_CLIENT_CONFIG`` at it."""
+        return self.security.client_properties
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -171,7 +196,7 @@ class LocalKafka:
 
     def connect(self, **config: object) -> Kafka:
         """A :class:`~kafka_crud.Kafka` connection to this broker (``config``: extra librdkafka settings)."""
-        return Kafka(self.bootstrap_servers, config=config, environment=False)
+        return Kafka(self.bootstrap_servers, config={**self.client_config, **config}, environment=False)
 
     @property
     def pid(self) -> int | None:
@@ -204,23 +229,27 @@ class LocalKafka:
         _check_port(self.controller_port, "controller")
         state_path.write_text(json.dumps({"port": self.port, "controller_port": self.controller_port}))
 
+    def _quorum_config(self) -> dict[str, str]:
+        return {"node.id": "1", "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+
     def _write_config(self) -> Path:
+        name, protocol = self.security.listener, self.security.protocol
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            **self._quorum_config(),
+            "listeners": f"{name}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"{name}://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{protocol}",
             "log.dirs": str(self.log_dir),
+            **self.security.broker_config,
             **self.settings,
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
-        (self.data_dir / "log4j.properties").write_text(_LOG4J.format(log=self.broker_log))
-        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.broker_log))
+        (self.data_dir / "log4j.properties").write_text(LOG4J.format(log=self.broker_log))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log=self.broker_log))
         return path
 
     def _java_command(self, main: str, *args: str, heap: list[str] | None = None, dump: bool = False) -> list[str]:
@@ -235,11 +264,13 @@ class LocalKafka:
             "-cp", kafka_classpath(self.version), main, *args,
         ]
 
+    _FORMAT_ARGS: tuple[str, ...] = ("--standalone",)
+
     def _format(self, config: Path) -> None:
         if (self.log_dir / "meta.properties").exists():
             return
         command = self._java_command(
-            "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+            "kafka.tools.StorageTool", "format", *self._FORMAT_ARGS, "--ignore-formatted",
             "-t", self.cluster_id, "-c", str(config), heap=["-Xmx128m"],
         )
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
@@ -258,24 +289,7 @@ class LocalKafka:
         """Start the JVM and return once the broker answers a metadata request."""
         if self.is_running():
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.java = find_java()
-        self._archive = ClassArchive(self.java, kafka_classpath(self.version))
-        self._choose_ports()
-        config = self._write_config()
-        self._format(config)
-        command = self._java_command("kafka.Kafka", str(config), dump=True)
-        log.info("Starting Apache Kafka %s on 127.0.0.1:%d (data in %s)", self.version, self.port, self.data_dir)
-        stdout = (self.data_dir / "broker.stdout").open("ab")
-        try:
-            # A session of its own: Ctrl-C in a terminal reaches us, and we stop the broker in order.
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.data_dir,
-            )
-        finally:
-            stdout.close()
-        self._watchdog = Watchdog(self.process.pid, self.data_dir if self._owns_dir else None)
+        self._launch()
         try:
             self._wait_ready()
         except BaseException:
@@ -287,14 +301,39 @@ class LocalKafka:
         running.track(self, servers=self.bootstrap_servers, topic=None)
         return self
 
-    def _wait_ready(self) -> None:
+    def _heap(self) -> list[str]:
+        return heap_options()
+
+    def _launch(self) -> None:
+        """Start the JVM without waiting for it to be ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.java = find_java()
+        self._archive = ClassArchive(self.java, kafka_classpath(self.version))
+        self._choose_ports()
+        self.security.prepare(self.java)
+        config = self._write_config()
+        self._format(config)
+        command = self._java_command("kafka.Kafka", str(config), heap=self._heap(), dump=True)
+        log.info("Starting Apache Kafka %s on 127.0.0.1:%d (data in %s)", self.version, self.port, self.data_dir)
+        stdout = (self.data_dir / "broker.stdout").open("ab")
+        try:
+            # A session of its own: Ctrl-C in a terminal reaches us, and we stop the broker in order.
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.data_dir,
+            )
+        finally:
+            stdout.close()
+        self._watchdog = Watchdog(self.process.pid, self.data_dir if self._owns_dir else None)
+
+    def _wait_ready(self, deadline: float | None = None) -> None:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        probe: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
-                                 "logger": logging.getLogger("kafka_crud.broker.probe")}
+        probe: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{self.port}", "log_level": 0,
+                                 "logger": logging.getLogger("kafka_crud.broker.probe"), **self.client_config}
         admin = AdminClient(probe)
-        deadline = time.monotonic() + self.start_timeout
+        deadline = deadline or time.monotonic() + self.start_timeout
         while True:
             assert self.process is not None
             code = self.process.poll()
@@ -305,8 +344,7 @@ class LocalKafka:
                     log_tail=tail(self.broker_log) + "\n" + tail(self.data_dir / "broker.stdout", 20),
                 )
             try:
-                metadata = admin.list_topics(timeout=1.0)
-                if metadata.brokers:
+                if self._answered(admin.list_topics(timeout=1.0)):
                     return
             except KafkaException:
                 pass  # until the listener is up
@@ -324,6 +362,9 @@ class LocalKafka:
             if line.startswith("cluster.id="):
                 return line.split("=", 1)[1].strip()
         return self.cluster_id
+
+    def _answered(self, metadata: Any) -> bool:
+        return bool(metadata.brokers)
 
     def kill(self) -> None:
         """SIGKILL the JVM (a crash, for fault-injection demos); the data dir stays as it was."""

@@ -375,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        # librdkafka reports passing states (a coordinator still loading, a reconnect) as warnings.
-        logging.getLogger("kafka_crud.librdkafka").setLevel(logging.ERROR)
+        # librdkafka reports passing states (a coordinator still loading, a reconnect) as warnings,
+        # and a refused connection as an error on every retry: the kit's own error says what to do.
+        logging.getLogger("kafka_crud.librdkafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except KafkaCrudError as exc:

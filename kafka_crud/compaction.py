@@ -29,13 +29,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import CleanerTimeoutError
 from .records import LogRecord, classify
 from .rolling import needs_roll, roll_segments, topic_overrides
-from .segments import LogDirOption, cleaner_checkpoints, list_segments, resolve_log_dir
+from .segments import LogDirOption, LogDirs, list_segments, resolve_log_dirs
 
 __all__ = ["CompactionResult", "TombstoneRemoval", "compact", "remove_tombstones", "wait_for_cleaner"]
 
@@ -153,14 +152,13 @@ def wait_for_cleaner(
     """
     kafka = Kafka.of(kafka)
     rolled = dict(rolled or {})
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     started = time.monotonic()
     deadline = started + timeout
     check: Callable[[], bool]
     if root is not None:
-        def check() -> bool:
-            done = cleaner_checkpoints(root)
-            return all(done.get((topic, p), -1) >= offset for p, offset in rolled.items())
+        def check() -> bool:  # every local copy cleaned (each node's cleaner works on its own)
+            return all(root.cleaned_to(topic, p) >= offset for p, offset in rolled.items())
         poll = _POLL
     else:
         def check() -> bool:
@@ -205,7 +203,7 @@ def compact(
     kafka = Kafka.of(kafka)
     kafka.require_compacted(topic)
     kafka.require_owned(topic, "compact", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     where: LogDirOption = root  # resolved once, not per step
     before = kafka.read_log(topic)
     wanted = needs_roll(before) if partitions is None else sorted(set(partitions))
@@ -221,7 +219,7 @@ def compact(
     return result
 
 
-def _latest_horizon(kafka: Kafka, topic: str, root: Path, partitions: set[int]) -> int | None:
+def _latest_horizon(kafka: Kafka, topic: str, root: LogDirs, partitions: set[int]) -> int | None:
     horizons = [
         s.delete_horizon_ms for s in list_segments(kafka, topic, log_dir=root)
         if s.partition in partitions and s.delete_horizon_ms is not None
@@ -253,7 +251,7 @@ def remove_tombstones(
     """
     kafka = Kafka.of(kafka)
     kafka.require_owned(topic, "compact", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     deadline = time.monotonic() + timeout
     first = compact(kafka, topic, timeout=timeout, log_dir=root, force=True)
     passes = [first]

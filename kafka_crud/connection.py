@@ -49,10 +49,13 @@ from confluent_kafka.admin import (
 
 from .config import client_config
 from .errors import (
+    CONTACT_ERRORS,
+    CONTACT_TIMEOUT,
     ConfigError,
     KafkaUnavailableError,
     NotReadyError,
     TopicNotFoundError,
+    contact_problem,
     map_kafka_errors,
 )
 from .records import LogRecord
@@ -147,6 +150,7 @@ class Kafka(TopicAdmin):
         self.timeout = timeout
         self._admin: AdminClient | None = None
         self._lock = threading.Lock()
+        self._contact_errors: list[tuple[float, KafkaError]] = []
 
     @classmethod
     def of(cls, kafka: KafkaLike = None) -> Kafka:
@@ -170,11 +174,41 @@ class Kafka(TopicAdmin):
 
     @property
     def admin(self) -> AdminClient:
-        """This connection's AdminClient, created on first use."""
+        """This connection's AdminClient, created on first use.
+
+        Created, it must get the cluster's metadata within :data:`CONTACT_TIMEOUT` s (or
+        ``timeout``, when shorter): else a :class:`~kafka_crud.KafkaUnavailableError` names the
+        address and the likely cause (nothing listens, the login was refused, the TLS handshake
+        failed) as soon as librdkafka reports it, instead of letting each request time out.
+        """
         with self._lock:
             if self._admin is None:
-                self._admin = AdminClient(self.client_config())
+                admin = AdminClient(self.client_config(error_cb=self._on_contact_error))
+                self._first_contact(admin)
+                self._admin = admin
             return self._admin
+
+    def _on_contact_error(self, err: KafkaError) -> None:
+        if not self._admin and err.code() in CONTACT_ERRORS:
+            self._contact_errors.append((time.monotonic(), err))
+
+    def _first_contact(self, admin: AdminClient) -> None:
+        started = time.monotonic()
+        deadline = started + min(self.timeout, CONTACT_TIMEOUT)
+        while True:
+            try:
+                admin.list_topics(timeout=0.25)
+                self._contact_errors.clear()
+                return
+            except KafkaException:
+                pass
+            admin.poll(0)  # serves error_cb
+            now = time.monotonic()
+            problem = contact_problem(self._contact_errors, self.bootstrap_servers, now - started, now >= deadline,
+                                      str(self._config.get("security.protocol", "PLAINTEXT")).upper())
+            if problem is not None:
+                self._contact_errors.clear()
+                raise problem
 
     def producer(self, **overrides: object) -> Producer:
         """A raw confluent-kafka Producer with the kit's defaults: acks=all, murmur2 like Java's.

@@ -25,7 +25,8 @@ exception reaches a notebook or the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http import HTTPStatus
 from typing import ClassVar
@@ -50,6 +51,9 @@ __all__ = [
     "TopicNotOwnedError",
     "ValidationError",
     "WriteError",
+    "CONTACT_ERRORS",
+    "CONTACT_TIMEOUT",
+    "contact_problem",
     "map_kafka_errors",
 ]
 
@@ -219,3 +223,72 @@ def map_kafka_errors(doing: str, servers: str = "") -> Iterator[None]:
         if isinstance(exc, KafkaCrudError):  # CleanerTimeoutError: already the kit's
             raise
         raise kafka_error(KafkaError(KafkaError._TIMED_OUT, "no answer in time"), doing, servers) from exc
+
+
+#: Seconds a new connection has to get the cluster's metadata before it says why it did not.
+CONTACT_TIMEOUT = 8.0
+#: Seconds of nothing but refused or broken connections before a connection gives up.
+UNREACHABLE_AFTER = 4.0
+
+#: What librdkafka reports (to ``error_cb``) when it cannot talk to a broker at all.
+CONTACT_ERRORS = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._RESOLVE,
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM,
+    KafkaError.ILLEGAL_SASL_STATE,
+    KafkaError._SSL,
+}
+_LOGIN = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM,
+    KafkaError.ILLEGAL_SASL_STATE,
+}
+
+
+def _reason(err: KafkaError) -> str:
+    text = " ".join(err.str().split())
+    text = re.sub(r"\s*\(after \d+ms in state \w+[^)]*\)", "", text)  # librdkafka's timing detail
+    return re.sub(r"^(\S+:\d+/[\w-]+: )+", "", text)  # the broker prefix: the message names the address
+
+
+def contact_problem(
+    errors: Sequence[tuple[float, KafkaError]], servers: str, waited: float, timed_out: bool,
+    protocol: str = "PLAINTEXT",
+) -> KafkaUnavailableError | None:
+    """Why a new connection to ``servers`` got no metadata, as one line, once that is clear.
+
+    A refused login or a failed TLS handshake is clear at once; refused or broken connections
+    after :data:`UNREACHABLE_AFTER` s of nothing else; otherwise the error comes at the deadline.
+    """
+    codes = [err for _, err in errors]
+    login = next((e for e in codes if e.code() in _LOGIN), None)
+    if login is not None:
+        return KafkaUnavailableError(
+            f"Kafka at {servers} refused the login ({_reason(login)}): check sasl.mechanism, sasl.username and "
+            "sasl.password in KAFKA_CRUD_CLIENT_CONFIG"
+        )
+    tls = next((e for e in codes if e.code() == KafkaError._SSL), None)
+    if tls is not None:
+        return KafkaUnavailableError(
+            f"The TLS handshake with Kafka at {servers} failed ({_reason(tls)}): check ssl.ca.location (the CA "
+            "that signed the broker's certificate) and security.protocol in KAFKA_CRUD_CLIENT_CONFIG"
+        )
+    broken = [e for e in codes if e.code() != KafkaError._ALL_BROKERS_DOWN]
+    if broken and (waited >= UNREACHABLE_AFTER or timed_out):
+        reason = _reason(broken[-1])
+        hint = ("is the broker running and the address right? Start one with `kafka-crud broker`, "
+                "or set KAFKA_BOOTSTRAP_SERVERS")
+        if "security.protocol" in reason or "SSL" in reason:
+            hint = "does security.protocol in KAFKA_CRUD_CLIENT_CONFIG match the broker's listener?"
+        return KafkaUnavailableError(f"Cannot reach Kafka at {servers} ({reason}): {hint}")
+    if timed_out:
+        return KafkaUnavailableError(
+            f"No answer from Kafka at {servers} within {waited:.0f} s (security.protocol={protocol}): is the "
+            f"broker running, the address right, and does its listener speak {protocol}? A plaintext client on "
+            "a TLS port waits like this. Check KAFKA_BOOTSTRAP_SERVERS and KAFKA_CRUD_CLIENT_CONFIG"
+        )
+    return None

@@ -26,7 +26,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .jvm import Java, cache_dir
 
-__all__ = ["HEAP_ENV", "JVM_OPTS", "ClassArchive", "Watchdog", "heap_options", "tail"]
+__all__ = ["HEAP_ENV", "JVM_OPTS", "LOG4J", "LOG4J2", "ClassArchive", "Watchdog", "heap_options", "tail"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,27 @@ JVM_OPTS = [
     "-Xss512k",
     "-Djava.awt.headless=true",
 ]
+
+
+#: The broker's log configuration (reload4j and log4j2 both), ``{log}`` its file.
+LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka.clients=WARN
+log4j.logger.kafka.log.LogCleaner=INFO
+"""
+
+LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+"""
 
 
 def heap_options() -> list[str]:

@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 from confluent_kafka import KafkaError, Message
 
@@ -34,7 +33,7 @@ from .connection import DEFAULT_TOPIC, Kafka, KafkaLike
 from .errors import CleanerTimeoutError, WriteError
 from .partitioning import partition_for
 from .records import MARKER_HEADER, MARKER_ROLL, LogRecord
-from .segments import LogDirOption, resolve_log_dir
+from .segments import LogDirOption, LogDirs, resolve_log_dirs
 
 __all__ = ["ROLL_SEGMENT_MS", "marker_key", "needs_roll", "roll_segments", "rolling", "topic_overrides"]
 
@@ -126,11 +125,11 @@ def _append_markers(kafka: Kafka, topic: str, partitions: Iterable[int], count: 
     return offsets
 
 
-def _rolled(root: Path | None, topic: str, starts: Mapping[int, int]) -> set[int]:
-    """Partitions whose active segment starts at the given offset (all of them without a log dir)."""
+def _rolled(root: LogDirs | None, topic: str, starts: Mapping[int, int]) -> set[int]:
+    """Partitions whose every local copy has a segment starting at the given offset (all, without log dirs)."""
     if root is None:
         return set(starts)
-    return {p for p, offset in starts.items() if (root / f"{topic}-{p}" / f"{offset:020d}.log").exists()}
+    return {p for p, offset in starts.items() if root.has_segment(topic, p, offset)}
 
 
 def roll_segments(
@@ -155,7 +154,7 @@ def roll_segments(
     """
     kafka = Kafka.of(kafka)
     kafka.require_owned(topic, "roll", force=force)
-    root = resolve_log_dir(log_dir, kafka)
+    root = resolve_log_dirs(log_dir, kafka)
     count = len(kafka.require_partitions(topic))
     wanted = set(needs_roll(kafka.iter_log(topic)) if partitions is None else partitions)
     starts: dict[int, int] = {}

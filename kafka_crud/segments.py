@@ -13,7 +13,10 @@ time removes the tombstones (``delete.retention.ms`` after the first pass).
 
 The files are read directly (Kafka's record batch format v2), which needs the log dir on this
 machine: the embedded broker's (:attr:`kafka_crud.LocalKafka.log_dir`), found from the
-broker's own ``log.dirs`` setting when it is local.
+broker's own ``log.dirs`` setting when it is local. On a local cluster every node has a log
+dir of its own, each with a copy of the partitions it holds: a partition's segments are read
+from its leader's (the copy consumers read), and a cleaning is complete once every local
+copy has been cleaned (:class:`LogDirs`).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import gzip
 import logging
 import os
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,18 +35,18 @@ from .errors import ConfigError
 
 __all__ = [
     "LogDirOption",
+    "LogDirs",
     "Segment",
     "cleaner_checkpoints",
     "list_segments",
     "local_log_dir",
+    "local_log_dirs",
     "resolve_log_dir",
+    "resolve_log_dirs",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Where a log dir comes from: a path, ``"auto"`` (the broker's own, when it is on this
-#: machine), or ``None`` (do not read files: behave as with a remote broker).
-LogDirOption = str | os.PathLike[str] | Literal["auto"] | None
 
 _CHECKPOINT_FILE = "cleaner-offset-checkpoint"
 
@@ -184,63 +187,128 @@ def cleaner_checkpoints(log_dir: str | os.PathLike[str]) -> dict[tuple[str, int]
     return result
 
 
-def _meta_cluster_id(log_dir: Path) -> str | None:
+def _meta(log_dir: Path) -> dict[str, str]:
+    """The log dir's ``meta.properties`` (cluster.id, node.id, ...); empty when there is none."""
     try:
         text = (log_dir / "meta.properties").read_text(encoding="utf-8")
     except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("cluster.id="):
-            return line.split("=", 1)[1].strip()
-    return None
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
 
 
 def _broker_log_dirs(kafka: Kafka) -> tuple[str, list[str]]:
     """The cluster id and every log dir the brokers report in their ``log.dirs`` setting."""
     cluster_id, brokers = kafka.broker_configs()
     dirs: list[str] = []
-    for configs in brokers.values():
+    for _, configs in sorted(brokers.items()):
         value = configs.get("log.dirs") or configs.get("log.dir") or ""
         dirs.extend(d.strip() for d in value.split(",") if d.strip())
     return cluster_id, dirs
 
 
+def local_log_dirs(kafka: KafkaLike = None) -> dict[int, Path]:
+    """Every broker's log dir that is on this machine, by node id (all of a local cluster's).
+
+    Asks the brokers for their ``log.dirs`` and accepts a folder only if it exists here and its
+    ``meta.properties`` names the same cluster: a path that merely exists is not proof. The
+    node id is the one ``meta.properties`` names.
+    """
+    cluster_id, dirs = _broker_log_dirs(Kafka.of(kafka))
+    found: dict[int, Path] = {}
+    for raw in dirs:
+        meta = _meta(Path(raw))
+        if meta.get("cluster.id", "").strip() == cluster_id:
+            found.setdefault(int(meta.get("node.id", "-1").strip() or -1), Path(raw))
+    if not found:
+        log.info("The brokers' log dirs %s are not on this machine", dirs)
+    return dict(sorted(found.items()))
+
+
 def local_log_dir(kafka: KafkaLike = None) -> Path | None:
     """The broker's log dir when it is on this machine (the embedded broker), else None.
 
-    Asks the broker for its ``log.dirs`` and accepts a folder only if it exists here and its
-    ``meta.properties`` names the same cluster: a path that merely exists is not proof.
+    On a local cluster: the lowest node id's (:func:`local_log_dirs` has every node's).
     """
-    cluster_id, dirs = _broker_log_dirs(Kafka.of(kafka))
-    for raw in dirs:
-        path = Path(raw)
-        if _meta_cluster_id(path) == cluster_id:
-            return path
-    log.info("The broker's log dirs %s are not on this machine", dirs)
-    return None
+    dirs = local_log_dirs(kafka)
+    return next(iter(dirs.values()), None)
+
+
+@dataclass(frozen=True)
+class LogDirs:
+    """The log dirs on this machine of one cluster: one (the embedded broker's) or one per node."""
+
+    dirs: Mapping[int, Path]
+    """By node id; a path given by hand has node id -1."""
+    kafka: Kafka | None = field(default=None, compare=False)
+    """The connection that tells partitions' leaders (None: use the first dir)."""
+
+    @property
+    def first(self) -> Path:
+        return next(iter(self.dirs.values()))
+
+    def replicas(self, topic: str, partition: int) -> list[Path]:
+        """Every local copy of the partition: its folder in each log dir that holds one."""
+        return [d / f"{topic}-{partition}" for d in self.dirs.values() if (d / f"{topic}-{partition}").is_dir()]
+
+    def leader_dir(self, topic: str, partition: int) -> Path:
+        """The log dir of the partition's leader when it is local, else the first that holds it."""
+        if len(self.dirs) > 1 and self.kafka is not None:
+            with self.kafka.errors(f"reading the metadata of {topic!r}"):
+                info = self.kafka.admin.list_topics(topic=topic, timeout=self.kafka.timeout).topics.get(topic)
+            leader = info.partitions[partition].leader if info and partition in info.partitions else -1
+            if leader in self.dirs and (self.dirs[leader] / f"{topic}-{partition}").is_dir():
+                return self.dirs[leader]
+        holding = [d for d in self.dirs.values() if (d / f"{topic}-{partition}").is_dir()]
+        return holding[0] if holding else self.first
+
+    def cleaned_to(self, topic: str, partition: int) -> int:
+        """How far every local copy has been cleaned (-1 before the first pass on one of them)."""
+        copies = [cleaner_checkpoints(folder.parent).get((topic, partition), -1)
+                  for folder in self.replicas(topic, partition)]
+        return min(copies, default=-1)
+
+    def has_segment(self, topic: str, partition: int, base_offset: int) -> bool:
+        """Whether every local copy has a segment starting at ``base_offset`` (it rolled there)."""
+        copies = self.replicas(topic, partition)
+        return bool(copies) and all((c / f"{base_offset:020d}.log").exists() for c in copies)
+
+
+#: Where a log dir comes from: a path, ``"auto"`` (the broker's own, when it is on this
+#: machine; every node's on a local cluster), :class:`LogDirs`, or ``None`` (do not read files:
+#: behave as with a remote broker).
+LogDirOption = str | os.PathLike[str] | Literal["auto"] | LogDirs | None
+
+
+def resolve_log_dirs(log_dir: LogDirOption, kafka: KafkaLike = None) -> LogDirs | None:
+    """:class:`LogDirs` for ``log_dir``: a path, every local broker's for ``"auto"`` (None if remote), or None."""
+    if log_dir is None or isinstance(log_dir, LogDirs):
+        return log_dir
+    if isinstance(log_dir, str) and log_dir == "auto":
+        connection = Kafka.of(kafka)
+        dirs = local_log_dirs(connection)
+        return LogDirs(dirs, connection) if dirs else None
+    return LogDirs({-1: Path(log_dir)})
 
 
 def resolve_log_dir(log_dir: LogDirOption, kafka: KafkaLike = None) -> Path | None:
     """A path for ``log_dir``: itself, the local broker's for ``"auto"`` (None if remote), or None."""
-    if log_dir is None:
-        return None
-    if isinstance(log_dir, str) and log_dir == "auto":
-        return local_log_dir(kafka)
-    return Path(log_dir)
+    dirs = resolve_log_dirs(log_dir, kafka)
+    return None if dirs is None else dirs.first
 
 
-def _require_log_dir(log_dir: LogDirOption, kafka: KafkaLike) -> Path:
-    path = resolve_log_dir(log_dir, kafka)
-    if path is None:
+def _require_log_dirs(log_dir: LogDirOption, kafka: KafkaLike) -> LogDirs:
+    dirs = resolve_log_dirs(log_dir, kafka)
+    if dirs is None:
         raise ConfigError(
             "Segments can only be listed for the embedded broker: its log dir is on this machine. "
             "This broker keeps its log on its own host (or in a container). Start one with "
             "`kafka-crud broker` or LocalKafka() and point KAFKA_BOOTSTRAP_SERVERS at it, "
             "or pass log_dir= if you can see the broker's files."
         )
-    if not path.is_dir():
-        raise ConfigError(f"Log dir {path} does not exist: pass the broker's log.dirs (LocalKafka().log_dir)")
-    return path
+    for path in dirs.dirs.values():
+        if not path.is_dir():
+            raise ConfigError(f"Log dir {path} does not exist: pass the broker's log.dirs (LocalKafka().log_dir)")
+    return dirs
 
 
 def _partition_dirs(log_dir: Path, topic: str) -> dict[int, Path]:
@@ -291,14 +359,17 @@ def list_segments(
     ``log_dir="auto"`` asks the broker where its log is; a broker whose log is not on this
     machine raises :class:`~kafka_crud.ConfigError`.
     """
-    root = _require_log_dir(log_dir, kafka)
-    partitions = _partition_dirs(root, topic)
+    dirs = _require_log_dirs(log_dir, kafka)
+    partitions: dict[int, Path] = {}
+    for root in dirs.dirs.values():
+        for partition in _partition_dirs(root, topic):
+            partitions.setdefault(partition, dirs.leader_dir(topic, partition) / f"{topic}-{partition}")
+    partitions = dict(sorted(partitions.items()))
     if not partitions:
         raise ConfigError(
-            f"No partition folders for topic {topic!r} in {root}: create the topic first, "
-            "or check that this is the log dir of the broker you write to"
+            f"No partition folders for topic {topic!r} in {', '.join(map(str, dirs.dirs.values()))}: create the "
+            "topic first, or check that this is the log dir of the broker you write to"
         )
-    checkpoints = cleaner_checkpoints(root)
     result: list[Segment] = []
     for partition, folder in partitions.items():
         # The cleaner swaps files while we list: retry a partition whose file vanished meanwhile.
@@ -307,7 +378,7 @@ def list_segments(
                 files = sorted(p for p in folder.glob("*.log") if p.stem.isdigit())
                 segments = [
                     _segment(topic, partition, path, active=i == len(files) - 1,
-                             cleaned_to=checkpoints.get((topic, partition)))
+                             cleaned_to=cleaner_checkpoints(folder.parent).get((topic, partition)))
                     for i, path in enumerate(files)
                 ]
                 break

@@ -124,6 +124,7 @@ class TopicAdmin:
         def topic_config(self, topic: str) -> dict[str, str]: ...
         def read_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> list[LogRecord]: ...
         def producer(self, **overrides: object) -> Any: ...
+        def client_config(self, **overrides: object) -> dict[str, Any]: ...
 
     # -- whose topic ---------------------------------------------------------------------------
     def is_embedded(self) -> bool:
@@ -199,16 +200,30 @@ class TopicAdmin:
     # -- topics --------------------------------------------------------------------------------
     def create_topic(
         self, topic: str, *, partitions: int = DEFAULT_PARTITIONS, config: Mapping[str, str] | None = None,
+        assignment: list[list[int]] | None = None,
     ) -> None:
-        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable."""
-        self._create(topic, partitions, {**TEACHING_TOPIC_CONFIG, **(config or {})})
+        """Create a compacted topic with the teaching settings (plus ``config``); wait until usable.
+
+        ``assignment``: the node ids holding each partition, preferred leader first (e.g.
+        ``[[1, 2, 3]]``: one partition, led by node 1); by default the broker places the replicas,
+        as many as its ``default.replication.factor``.
+        """
+        if assignment is not None:
+            partitions = len(assignment)
+        self._create(topic, partitions, {**TEACHING_TOPIC_CONFIG, **(config or {})}, assignment)
         self._register(topic)
 
-    def _create(self, topic: str, partitions: int, settings: Mapping[str, str]) -> None:
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=dict(settings))
+    def _create(
+        self, topic: str, partitions: int, settings: Mapping[str, str], assignment: list[list[int]] | None = None,
+    ) -> None:
+        if assignment is not None:
+            new = NewTopic(topic, num_partitions=partitions, replica_assignment=assignment, config=dict(settings))
+        else:
+            new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=dict(settings))
         with self.errors(f"creating topic {topic!r}"):
             self.admin.create_topics([new], request_timeout=self.timeout)[topic].result(timeout=self.timeout)
         self._wait_until(lambda: self.partition_count(topic) == partitions, f"topic {topic!r} to appear")
+        self._wait_on_every_broker(topic, partitions, f"every broker to know of topic {topic!r}")
 
     def ensure_topic(
         self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
@@ -257,6 +272,7 @@ class TopicAdmin:
         except TopicNotFoundError:
             pass
         self._wait_until(lambda: self.partition_count(topic) is None, f"topic {topic!r} to be deleted")
+        self._wait_on_every_broker(topic, None, f"every broker to forget topic {topic!r}")
 
     def reset_topic(
         self, topic: str = DEFAULT_TOPIC, *, partitions: int = DEFAULT_PARTITIONS,
@@ -301,6 +317,32 @@ class TopicAdmin:
             return all(_same(now.get(name), value) for name, value in wanted.items())
 
         self._wait_until(applied, f"the broker to apply {wanted} to {topic!r}")
+
+    def _wait_on_every_broker(self, topic: str, partitions: int | None, what: str) -> None:
+        """On a cluster, wait until each broker's metadata has ``topic`` with ``partitions`` partitions,
+        each with a leader (None: without the topic). Every broker learns of a created or deleted
+        topic from the metadata log on its own, a few milliseconds apart: a request answered by one
+        that has not yet would find no such topic, or still find it."""
+        from confluent_kafka.admin import AdminClient
+
+        with self.errors("asking for the cluster's metadata"):
+            brokers = self.admin.list_topics(timeout=self.timeout).brokers
+        if len(brokers) <= 1:
+            return
+        # A new client's first request goes to its one bootstrap address: one client per broker.
+        probes = [AdminClient(self.client_config(**{"bootstrap.servers": f"{b.host}:{b.port}"}))
+                  for b in brokers.values()]
+
+        def seen(probe: AdminClient) -> bool:
+            try:
+                info = probe.list_topics(topic=topic, timeout=self.timeout).topics.get(topic)
+            except KafkaException:
+                return False
+            if info is None or info.error is not None or not info.partitions:
+                return partitions is None
+            return len(info.partitions) == partitions and all(m.leader >= 0 for m in info.partitions.values())
+
+        self._wait_until(lambda: all(seen(probe) for probe in probes), what)
 
     def _wait_until(self, check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

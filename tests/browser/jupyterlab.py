@@ -14,7 +14,6 @@ started (JupyterLab, kernels, the broker's JVM) is left running.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
