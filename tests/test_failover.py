@@ -25,7 +25,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_faults import call, users_of
+from helpers import call
+from test_faults import users_of
 
 from kafka_crud.cluster import LocalCluster
 from kafka_crud.connection import Kafka
