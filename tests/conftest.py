@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kafka_crud.config import BOOTSTRAP_ENV
-from kafka_crud.topics import create_topic, delete_topic
+from kafka_crud.connection import Kafka
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +24,17 @@ def bootstrap_servers() -> str:
 def topic_factory(bootstrap_servers: str) -> Iterator[Callable[..., str]]:
     """Create fresh compacted topics named ``<prefix>-<uuid>``; deleted after the test."""
     created: list[str] = []
+    kafka = Kafka(bootstrap_servers)
 
     def make(prefix: str = "test", *, partitions: int = 3, config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        create_topic(bootstrap_servers, name, partitions=partitions, config=config)
+        kafka.create_topic(name, partitions=partitions, config=config)
         created.append(name)
         return name
 
     yield make
     for name in created:
-        delete_topic(bootstrap_servers, name)
+        kafka.delete_topic(name)
 
 
 @pytest.fixture
