@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from .broker import LocalKafka
-from .client import Response, UserClient
+from .client import Response, Session, UserClient
 from .compaction import (
     CompactionResult,
     TombstoneRemoval,
@@ -32,12 +32,16 @@ from .errors import (
     BrokerStartError,
     CleanerTimeoutError,
     ConfigError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
     JarsUnavailableError,
     JavaNotFoundError,
     KafkaCrudError,
     KafkaOperationError,
     KafkaUnavailableError,
+    NotOwnerError,
     NotReadyError,
+    PartitionMovingError,
     PortInUseError,
     PreconditionFailedError,
     TopicNotCompactedError,
@@ -47,6 +51,7 @@ from .errors import (
     WriteError,
 )
 from .group_consumer import GroupStoreConsumer, start_group, stop_all
+from .partitioned import PartitionedService, Rebalance
 from .partitioning import crc32_partition, murmur2, partition_for
 from .producer import UserProducer
 from .records import LogRecord, Position, User
@@ -96,9 +101,12 @@ __all__ = [
     "partition_for",
     # clients: write, read, store, serve
     "GroupStoreConsumer",
+    "PartitionedService",
     "Progress",
+    "Rebalance",
     "Response",
     "ServerHandle",
+    "Session",
     "StoreConsumer",
     "UserClient",
     "UserProducer",
@@ -132,12 +140,16 @@ __all__ = [
     "BrokerStartError",
     "CleanerTimeoutError",
     "ConfigError",
+    "IdempotencyKeyInUseError",
+    "IdempotencyKeyReusedError",
     "JarsUnavailableError",
     "JavaNotFoundError",
     "KafkaCrudError",
     "KafkaOperationError",
     "KafkaUnavailableError",
+    "NotOwnerError",
     "NotReadyError",
+    "PartitionMovingError",
     "PortInUseError",
     "PreconditionFailedError",
     "TopicNotCompactedError",
