@@ -60,7 +60,7 @@ class Rebalance:
     """One rebalance as this instance lived it."""
 
     revoked: float
-    """When it gave up its partitions (time.monotonic()); the start of the pause."""
+    """When it gave up its partitions, or started to join (time.monotonic()): the start of the pause."""
     assigned: float
     """When it got its new assignment."""
     serving: float
@@ -140,7 +140,7 @@ class PartitionedService(UserService):
         self._producer = UserProducer(self.kafka, topic=self.topic, timeout=self.write_timeout)
         self.registry.start()
         self.registry.publish(self.group, self.instance, self.url, topic=self.topic)
-        self._started = time.monotonic()
+        self._started = self._revoked_at = time.monotonic()  # joining counts as the first pause
         consumer = Consumer(self.kafka.client_config(**{
             "group.id": self.group,
             "group.instance.id": self.instance,
@@ -354,15 +354,14 @@ class PartitionedService(UserService):
         applied = self.store.applied()
         with self._writes_done:
             done = {p for p in self._owned - self._restored if applied.get(p, 0) >= self._targets.get(p, 0)}
-            if not done:
-                return
             self._restored |= done
-            finished = self._restored >= self._owned
+            finished = self._restored >= self._owned and self._revoked_at is not None and not self._rebalancing
             if finished and self._revoked_at is not None:
                 self.rebalances.append(Rebalance(self._revoked_at, self._assigned_at, time.monotonic(),
                                                  self._before, tuple(sorted(self._owned))))
                 self._revoked_at = None
-        self.store.wake()
+        if done:
+            self.store.wake()
         if finished and self._on_progress:
             self._on_progress(self.progress())
 
