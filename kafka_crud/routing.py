@@ -12,9 +12,11 @@ Two sources, each authoritative for one thing:
   the URL in the group's member metadata; librdkafka's Python client cannot set it.)
 
 A description is a second old at most (taken again at once after a rebalance of this instance).
-An owner whose URL does not accept a connection is reported as unreachable, so a client gets a
-503 with ``Retry-After`` (the group gives the partition to another member once the owner's
-``session.timeout.ms`` has passed) rather than a redirect to a dead address.
+An owner whose URL does not accept a connection (checked before every redirect) is reported as
+unreachable, so a client gets a 503 with ``Retry-After`` (the group gives the partition to
+another member once the owner's ``session.timeout.ms`` has passed) rather than a redirect to a
+dead address. An owner that dies between that check and the client's next request still
+leaves the client a refused connection: a client of many instances retries those too.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 #: The compacted topic of instance URLs.
 INSTANCES_TOPIC = "kafka-crud.instances"
 _VIEW_TTL = 1.0
-_ALIVE_TTL = 1.0
+_REFUSED_TTL = 1.0
 
 
 class InstanceRegistry:
@@ -53,7 +55,8 @@ class InstanceRegistry:
         self.kafka = kafka
         self.topic = topic
         self._urls: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._next = 0  # the next offset of the registry's partition to read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._producer: UserProducer | None = None
@@ -61,7 +64,7 @@ class InstanceRegistry:
     def start(self) -> InstanceRegistry:
         self.kafka.ensure_topic(self.topic, partitions=1)
         self._producer = UserProducer(self.kafka, topic=self.topic, timeout=self.kafka.timeout)
-        consumer = self.kafka.consumer(**{"fetch.wait.max.ms": 100, "enable.partition.eof": False})
+        consumer = self.kafka.consumer(**{"fetch.wait.max.ms": 100})
         consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self._thread = threading.Thread(target=self._follow, args=(consumer,), name="kafka-crud-registry",
                                         daemon=True)
@@ -75,11 +78,17 @@ class InstanceRegistry:
                 if msg is None:
                     continue
                 if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        with self._lock:
+                            self._next = max(self._next, msg.offset())
+                            self._lock.notify_all()
+                    else:
                         log.warning("Instance registry: %s", msg.error().str())
                     continue
                 key = (msg.key() or b"").decode("utf-8", "replace")
                 with self._lock:
+                    self._next = max(self._next, msg.offset() + 1)
+                    self._lock.notify_all()
                     if msg.value() is None:
                         self._urls.pop(key, None)
                     else:
@@ -111,6 +120,17 @@ class InstanceRegistry:
         prefix = f"{group}/"
         with self._lock:
             return {k.removeprefix(prefix): v for k, v in sorted(self._urls.items()) if k.startswith(prefix)}
+
+    def url(self, group: str, instance: str, timeout: float = 2.0) -> str | None:
+        """``instance``'s URL; when not known yet, first catch up with the registry's end (a published URL
+        may not have been read yet: every instance follows the registry on its own)."""
+        url = self.urls(group).get(instance)
+        if url is not None:
+            return url
+        end = self.kafka.end_offsets(self.topic, [0])[0]
+        with self._lock:
+            self._lock.wait_for(lambda: self._next >= end, timeout)
+        return self.urls(group).get(instance)
 
     def stop(self) -> None:
         self._stop.set()
@@ -156,7 +176,7 @@ class Router:
         self.registry = registry
         self._lock = threading.Lock()
         self._view: GroupView | None = None
-        self._alive: dict[str, tuple[float, bool]] = {}
+        self._refused: dict[str, float] = {}
 
     def invalidate(self) -> None:
         """Forget the description: the next routing decision asks the coordinator again."""
@@ -193,7 +213,7 @@ class Router:
                 f"Partition {partition} of {self.topic!r} has no owner in group {self.group!r} right now "
                 f"(the group is {view.state}): retry in a moment"
             )
-        url = self.registry.urls(self.group).get(owner)
+        url = self.registry.url(self.group, owner)
         if url is None:
             raise PartitionMovingError(
                 f"Partition {partition} is owned by instance {owner!r}, which has published no URL "
@@ -207,21 +227,20 @@ class Router:
         return url
 
     def alive(self, url: str) -> bool:
-        """Whether ``url`` accepts a TCP connection (remembered for a second)."""
+        """Whether ``url`` accepts a TCP connection: asked every time, but a refusal is remembered for a second."""
         now = time.monotonic()
         with self._lock:
-            seen = self._alive.get(url)
-        if seen is not None and now - seen[0] < _ALIVE_TTL:
-            return seen[1]
+            refused = self._refused.get(url)
+        if refused is not None and now - refused < _REFUSED_TTL:
+            return False
         parts = urlsplit(url)
         try:
             with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=0.5):
-                ok = True
+                return True
         except OSError:
-            ok = False
-        with self._lock:
-            self._alive[url] = (now, ok)
-        return ok
+            with self._lock:
+                self._refused[url] = now
+            return False
 
     def info(self, here: Mapping[str, object]) -> dict[str, object]:
         """``GET /groupinfo``: every partition's owner URL (None while it moves), every instance, this one."""

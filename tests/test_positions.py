@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kafka_crud.errors import IdempotencyKeyInUseError, IdempotencyKeyReusedError, ValidationError
-from kafka_crud.idempotency import IdempotencyIndex, Outcome, outcome_from_headers, parse_idempotency_key, record_headers
+from kafka_crud.idempotency import (
+    IdempotencyIndex,
+    Outcome,
+    outcome_from_headers,
+    parse_idempotency_key,
+    record_headers,
+)
 from kafka_crud.positions import (
     format_positions,
     parse_etags,
@@ -90,7 +96,7 @@ def test_idempotency_keys() -> None:
     assert parse_idempotency_key(["plain-token_1"]) == "plain-token_1"
     assert parse_idempotency_key(['"with space and \\"quote\\""']) == 'with space and "quote"'
     assert parse_idempotency_key(["k" * 255]) == "k" * 255
-    for bad, message in [('""', "empty"), ("", "empty"), ("k" * 256, "at most 255"), ('"k' + "k" * 300 + '"', "at most"),
+    for bad, message in [('""', "empty"), ("", "empty"), ("k" * 256, "at most 255"), ('"' + "k" * 300 + '"', "at most"),
                          ('"unterminated', "quoted"), ("two words", "token"), ('"tab\t"', "quoted"),
                          ('"bad \\x escape"', "quoted"), ("caf\xe9", "token")]:
         with pytest.raises(ValidationError, match=message):
@@ -101,7 +107,9 @@ def test_idempotency_keys() -> None:
 
 def test_outcomes_travel_in_record_headers() -> None:
     headers = [(n, v.encode() if isinstance(v, str) else v) for n, v in record_headers("k1", "f" * 64, 201)]
-    key, outcome = outcome_from_headers([("other", b"x"), *headers], Position("user", 2, 7), 1_700_000_000_000) or ("", None)
+    found = outcome_from_headers([("other", b"x"), *headers], Position("user", 2, 7), 1_700_000_000_000)
+    assert found is not None
+    key, outcome = found
     assert key == "k1"
     assert outcome == Outcome("f" * 64, 201, Position("user", 2, 7), 1_700_000_000.0)
     assert outcome_from_headers([("other", b"x")], Position("user", 2, 7), 0) is None
@@ -113,7 +121,8 @@ def test_the_window_is_bounded_in_time_and_count() -> None:
     for i in range(5):
         index.remember(f"k{i}", Outcome("f", 201, Position("user", 0, i), now[0]))
     assert len(index) == 3
-    assert index.lookup("k0") is None and index.lookup("k4") is not None
+    assert index.lookup("k0") is None
+    assert index.lookup("k4") is not None
     index.remember("old", Outcome("f", 201, Position("user", 0, 9), now[0] - 61))
     assert index.lookup("old") is None
     now[0] += 61
