@@ -200,6 +200,11 @@ def _write(summary: str, ok: dict[str, Any], body: bool) -> dict[str, Any]:
     return operation
 
 
+def _get_and_head(summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+    get = {"summary": summary, "responses": {"200": ok, **_standard()}}
+    return {"get": get, "head": {**get, "summary": f"{summary} (the headers only)"}}
+
+
 @cache
 def _document() -> dict[str, Any]:
     from . import __version__
@@ -233,11 +238,9 @@ def _document() -> dict[str, Any]:
                     "204": _answer("Deleted.", None, _WRITE)}, body=False),
             },
             "/users": {"get": users_get, "head": {**users_get, "summary": "GET /users without the body"}},
-            "/groupinfo": {"get": {"summary": "Which instance serves each partition",
-                                   "responses": {"200": _answer("Partition -> instance URL.", "GroupInfo"),
-                                                 **_standard()}}},
-            "/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": _answer("OpenAPI 3.1.", "OpenAPI"), **_standard()}}},
+            "/groupinfo": _get_and_head("Which instance serves each partition",
+                                        _answer("Partition -> instance URL.", "GroupInfo")),
+            "/openapi.json": _get_and_head("This document", _answer("OpenAPI 3.1.", "OpenAPI")),
             "/readyz": {"get": _status("Ready: caught up with the topic (503 with Retry-After before)"),
                         "head": _status("GET /readyz without the body")},
             "/healthz": {"get": _status("Alive: 200 while the process serves"),
