@@ -306,7 +306,9 @@ class PartitionedService(UserService):
     def groupinfo(self) -> dict[str, object]:
         with self._writes_done:
             here = {"instance": self.instance, "url": self.url, "partitions": sorted(self._owned),
-                    "restored": sorted(self._restored), "rebalancing": self._rebalancing}
+                    "restored": sorted(self._restored), "rebalancing": self._rebalancing,
+                    "rebalances": [{"before": list(r.before), "after": list(r.after),
+                                    "pause_ms": round(r.pause * 1000, 1)} for r in self.rebalances[-10:]]}
         return self.router.info(here)
 
     # -- the group consumer ------------------------------------------------------------------------
