@@ -15,6 +15,8 @@ Measures, and writes to bench/results/results.{json,md}:
 4. The embedded broker: cold start to ready, RSS, and compaction latency (last update to
    superseded records gone) with the teaching topic settings.
 5. The notebook suite (``pytest --nbval notebooks``): wall time.
+6. Many instances (bench/instances.py): the latency Kafka-Min-Position adds to a read on
+   another instance, and the pause a rebalance of the partitioned design makes.
 
 A full run also refreshes the results section of docs/benchmarks.md. Every request loop is
 bounded in count and time, and all traffic stays on 127.0.0.1.
@@ -811,6 +813,11 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"`pytest --nbval notebooks`: {_fmt(nb.get('seconds'), 1, ' s') if nb.get('seconds') else nb.get('note', 'n/a')}"
             + (f" ({nb['notebooks']} notebooks, {nb.get('summary', '')})" if nb.get("notebooks") else ""), ""]
 
+    if results.get("instances"):
+        from instances import render
+
+        out += render(results["instances"])
+
     out += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in results.get("targets", []):
         out.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'n/a' if t['met'] is None else 'NO'} |")
@@ -835,8 +842,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=10,000, one repetition, short bounds")
     parser.add_argument("--sizes", default=None, help="comma-separated user counts (default 100000,1000000)")
     parser.add_argument("--repeats", type=int, default=None, help="rebuilds per implementation (default 3)")
-    parser.add_argument("--only", default="rebuild,http,broker,notebooks",
-                        help="comma-separated parts to run: rebuild, http, broker, notebooks")
+    parser.add_argument("--only", default="rebuild,http,broker,notebooks,instances",
+                        help="comma-separated parts to run: rebuild, http, broker, notebooks, instances")
     parser.add_argument("--profile", action="store_true", help="also profile a kafka-crud rebuild with py-spy")
     parser.add_argument("--bootstrap-servers", default=None,
                         help="use this broker instead of starting one (broker figures are then skipped)")
@@ -919,6 +926,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bound=60, poll=0.25)]
         if "notebooks" in parts:
             results["notebooks"] = bench_notebooks(servers, timeout=600 if quick else 1800)
+        if "instances" in parts:
+            from instances import bench_instances
+
+            results["instances"] = bench_instances(servers, quick, workdir, load_users)
         if compaction_bg is not None:
             log("waiting for the compaction measurement with the teaching settings")
             teaching = compaction_bg.join(compaction_bound + 180)
@@ -942,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render_markdown(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown + "\n")
-    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks"}:
+    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks", "instances"}:
         update_doc(markdown)
     print(markdown)
     return 1 if "error" in results else 0

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from .broker import LocalKafka
-from .client import Response, UserClient
+from .client import Response, Session, UserClient
 from .compaction import CompactionResult, TombstoneRemoval, compact, remove_tombstones, wait_for_cleaner
 from .config import KAFKA_VERSION
 from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
@@ -32,12 +32,16 @@ from .errors import (
     BrokerStartError,
     CleanerTimeoutError,
     ConfigError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
     JarsUnavailableError,
     JavaNotFoundError,
     KafkaCrudError,
     KafkaOperationError,
     KafkaUnavailableError,
+    NotOwnerError,
     NotReadyError,
+    PartitionMovingError,
     PortInUseError,
     PreconditionFailedError,
     TopicNotCompactedError,
@@ -47,6 +51,7 @@ from .errors import (
     WriteError,
 )
 from .group_consumer import GroupStoreConsumer, start_group, stop_all
+from .partitioned import PartitionedService, Rebalance
 from .partitioning import crc32_partition, murmur2, partition_for
 from .plots import plot_compaction, plot_log
 from .producer import UserProducer
@@ -98,9 +103,12 @@ __all__ = [
     "partition_for",
     # clients: write, read, store, serve
     "GroupStoreConsumer",
+    "PartitionedService",
     "Progress",
+    "Rebalance",
     "Response",
     "ServerHandle",
+    "Session",
     "StoreConsumer",
     "UserClient",
     "UserProducer",
@@ -142,12 +150,16 @@ __all__ = [
     "BrokerStartError",
     "CleanerTimeoutError",
     "ConfigError",
+    "IdempotencyKeyInUseError",
+    "IdempotencyKeyReusedError",
     "JarsUnavailableError",
     "JavaNotFoundError",
     "KafkaCrudError",
     "KafkaOperationError",
     "KafkaUnavailableError",
+    "NotOwnerError",
     "NotReadyError",
+    "PartitionMovingError",
     "PortInUseError",
     "PreconditionFailedError",
     "TopicNotCompactedError",

@@ -2,6 +2,7 @@
 
     kafka-crud broker [--port N] [--data-dir DIR]     a real Kafka broker in the foreground
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
+    kafka-crud serve  --group NAME [--advertise URL] [--instance ID]   one instance of the partitioned design
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
     kafka-crud compact [--topic user] [--force]       one log-cleaner pass, now
     kafka-crud lab    [JUPYTER OPTIONS...]            JupyterLab with a broker beside it
@@ -229,13 +230,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             message = f"Rebuilding users from {args.topic!r}: {p.applied}/{p.total} offsets ({p.fraction:.0%})"
         print(message, file=sys.stderr, flush=True)
 
+    group = {"group": args.group, "advertise": args.advertise, "instance": args.instance} if args.group else {}
+    if not args.group and (args.advertise or args.instance):
+        print("kafka-crud serve: --advertise and --instance go with --group NAME", file=sys.stderr)
+        return 2
     with _stop_on_sigterm(), _broker_unless_configured(args.bootstrap_servers) as servers:
         handle = serve_in_thread(
             Kafka(servers), topic=args.topic, host=args.host, port=args.port, wait_ready=None,
-            partitions=args.partitions, on_progress=progress,
+            partitions=args.partitions, on_progress=progress, **group,
         )
         try:
-            print(f"Serving users from topic {args.topic!r} on {servers} at {handle.url} "
+            how = f" as {handle.service.url} in group {args.group!r}" if args.group else ""
+            print(f"Serving users from topic {args.topic!r} on {servers} at {handle.url}{how} "
                   "(503 until caught up; Ctrl-C stops)", flush=True)
             if handle.browser_url != handle.url:
                 print(f"In your browser, through Jupyter: {handle.browser_url}", flush=True)
@@ -344,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Kafka to use (default: ${BOOTSTRAP_ENV}, else an embedded broker)")
     p.add_argument("--topic", default="user")
     p.add_argument("--partitions", type=int, default=3, help="partitions when the topic is created")
+    p.add_argument("--group", default=None,
+                   help="join this consumer group and serve only its partitions' users; 307 to the others' owners")
+    p.add_argument("--advertise", default=None,
+                   help="with --group: the URL other instances redirect to (default: http://HOST:PORT)")
+    p.add_argument("--instance", default=None,
+                   help="with --group: the group.instance.id, the same after a restart (default: from the URL)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("log", help="every record now in a topic, oldest first per partition")

@@ -268,6 +268,10 @@ class Kafka(TopicAdmin):
         high = self._list_offsets(topic, partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         return {p: Watermarks(low[p], high[p]) for p in partitions}
 
+    def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The end offset of each of ``partitions``: one request, where :meth:`watermarks` makes two."""
+        return self._list_offsets(topic, sorted(partitions), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+
     def _list_offsets(self, topic: str, partitions: list[int], spec: OffsetSpec) -> dict[int, int]:
         request = {TopicPartition(topic, p): spec for p in partitions}
         deadline = time.monotonic() + self.timeout

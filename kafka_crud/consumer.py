@@ -23,9 +23,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from . import running
 from .connection import Kafka, KafkaLike, Watermarks
 from .errors import NotReadyError, kafka_error
+from .idempotency import outcome_from_headers
+from .records import Position
 from .store import UserStore
 
-__all__ = ["Progress", "StoreConsumer", "gc_paused"]
+__all__ = ["Progress", "StoreConsumer", "apply_messages", "gc_paused"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,42 @@ def gc_paused() -> Iterator[None]:
             _gc_holders -= 1
             if _gc_holders == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def apply_messages(store: UserStore, messages: list[Message], servers: str = "") -> set[int]:
+    """Apply consumed messages to ``store``, partition by partition; return the partitions that hit their end.
+
+    An end-of-partition event (which carries the end offset) advances the applied offset past a
+    compaction gap at the tail. Idempotency keys in record headers are indexed before the
+    records' offsets count as applied, so a wait for a position sees the key too.
+    """
+    # Any: a consumed record always has its partition and offset (the stubs say int | None),
+    # and this loop runs for every record of a rebuild: no casts in it.
+    batches: dict[Any, list[Any]] = {}
+    keyed: list[Any] = []
+    at_end: set[int] = set()
+    msg: Any
+    for msg in messages:
+        err = msg.error()
+        if err is None:
+            batches.setdefault(msg.partition(), []).append((msg.key(), msg.value(), msg.offset()))
+            if msg.headers():
+                keyed.append(msg)
+        elif err.code() == KafkaError._PARTITION_EOF:
+            at_end.add(msg.partition())
+            batches.setdefault(msg.partition(), []).append((None, None, msg.offset() - 1))
+        elif err.fatal():
+            raise kafka_error(err, f"reading {store.topic!r}", servers)
+        else:
+            log.warning("Consumer: %s", err.str())
+    for msg in keyed:
+        found = outcome_from_headers(msg.headers(), Position(store.topic, msg.partition(), msg.offset()),
+                                     msg.timestamp()[1])
+        if found is not None:
+            store.idempotency.remember(*found)
+    for partition, batch in batches.items():
+        store.apply_batch(partition, batch)
+    return at_end
 
 
 class StoreConsumer:
@@ -201,23 +239,8 @@ class StoreConsumer:
 
     def _apply(self, consumer: Consumer, first: Message) -> None:
         """Apply ``first`` and every message already fetched after it (up to 10,000)."""
-        store = self.store
-        # Any: a consumed record always has its partition and offset (the stubs say int | None),
-        # and this loop runs for every record of a rebuild: no casts in it.
-        batches: dict[Any, list[Any]] = {}
-        msg: Any
-        for msg in (first, *consumer.consume(num_messages=10_000, timeout=0)):
-            err = msg.error()
-            if err is None:
-                batches.setdefault(msg.partition(), []).append((msg.key(), msg.value(), msg.offset()))
-            elif err.code() == KafkaError._PARTITION_EOF:
-                store.advance(msg.partition(), msg.offset())
-            elif err.fatal():
-                raise kafka_error(err, f"reading {self.topic!r}", self.kafka.bootstrap_servers)
-            else:
-                log.warning("Consumer: %s", err.str())
-        for partition, batch in batches.items():
-            store.apply_batch(partition, batch)
+        apply_messages(self.store, [first, *consumer.consume(num_messages=10_000, timeout=0)],
+                       self.kafka.bootstrap_servers)
 
     @property
     def paused(self) -> bool:

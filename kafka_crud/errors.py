@@ -14,8 +14,12 @@
     ├── KafkaOperationError           Kafka answered with an error the kit has no better name for
     ├── ValidationError               a user record that must not be written (400)
     ├── PreconditionFailedError       If-Match named a version that is no longer the latest (412)
+    ├── IdempotencyKeyInUseError      a request with this Idempotency-Key is still in flight (409)
+    ├── IdempotencyKeyReusedError     an Idempotency-Key already used for another request (422)
+    ├── NotOwnerError                 another instance of the group owns the key's partition (307 to it)
     ├── WriteError                    Kafka did not acknowledge a write (503; nothing may be assumed)
     ├── NotReadyError                 the store has not caught up with the topic yet (503)
+    │   └── PartitionMovingError      the key's partition is moving between instances of a group (503)
     └── CleanerTimeoutError           the log cleaner did not get as far as expected in time
 
 :func:`map_kafka_errors` is the one place where confluent-kafka's ``KafkaException`` becomes a
@@ -38,12 +42,16 @@ __all__ = [
     "BrokerStartError",
     "CleanerTimeoutError",
     "ConfigError",
+    "IdempotencyKeyInUseError",
+    "IdempotencyKeyReusedError",
     "JarsUnavailableError",
     "JavaNotFoundError",
     "KafkaCrudError",
     "KafkaOperationError",
     "KafkaUnavailableError",
+    "NotOwnerError",
     "NotReadyError",
+    "PartitionMovingError",
     "PortInUseError",
     "PreconditionFailedError",
     "TopicNotCompactedError",
@@ -136,6 +144,38 @@ class PreconditionFailedError(KafkaCrudError):
     http_status = HTTPStatus.PRECONDITION_FAILED
 
 
+class IdempotencyKeyInUseError(KafkaCrudError):
+    """A request with the same ``Idempotency-Key`` is still being carried out; nothing was written.
+
+    Retry once the first has been answered (as the IETF draft "The Idempotency-Key HTTP Header
+    Field" specifies: 409 Conflict).
+    """
+
+    http_status = HTTPStatus.CONFLICT
+    retry_after = 1
+
+
+class IdempotencyKeyReusedError(KafkaCrudError):
+    """An ``Idempotency-Key`` already used for a different request; nothing was written (422)."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class NotOwnerError(KafkaCrudError):
+    """Another instance of the consumer group owns the key's partition: the answer is a 307 to it.
+
+    Not a failure: a client that follows redirects gets its answer from the owner, with the same
+    method, body and headers (307 keeps them all, unlike 302).
+    """
+
+    http_status = HTTPStatus.TEMPORARY_REDIRECT
+
+    def __init__(self, message: str, *, location: str) -> None:
+        super().__init__(message)
+        self.location = location
+        self.headers = {"Location": location}
+
+
 class WriteError(KafkaCrudError):
     """Kafka did not acknowledge a write in time; it may or may not have landed."""
 
@@ -148,6 +188,10 @@ class NotReadyError(KafkaCrudError):
 
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
     retry_after = 1
+
+
+class PartitionMovingError(NotReadyError):
+    """The key's partition is being handed between instances of a group, or restored from the log."""
 
 
 class CleanerTimeoutError(KafkaCrudError, TimeoutError):

@@ -86,7 +86,8 @@ class JSONHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         if payload or raw is not None:
             self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        if status not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):  # RFC 9110 8.6: never for these
+            self.send_header("Content-Length", str(len(payload)))
         self.send_header("Cache-Control", "no-store")
         for key, value in (headers or {}).items():
             self.send_header(key, value)

@@ -10,10 +10,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import NotReadyError
+from .idempotency import IdempotencyIndex
+from .positions import reached
 from .records import LogRecord, Position, User
 
 __all__ = ["UserStore", "StoredUser"]
@@ -36,6 +38,7 @@ class UserStore:
 
     A record with a null value (tombstone) removes its key. A value that is not a JSON user
     (an empty value, say) also makes the key absent, and is counted in :attr:`invalid`.
+    The ``Idempotency-Key`` of records that carry one are in :attr:`idempotency`.
     """
 
     def __init__(self, topic: str) -> None:
@@ -45,6 +48,8 @@ class UserStore:
         self._changed = threading.Condition()
         self.invalid: dict[bytes, Position] = {}
         """Keys whose latest record is not a JSON user, with where that record is."""
+        self.idempotency = IdempotencyIndex()
+        """The idempotency keys of the records applied (and of this instance's own writes)."""
 
     # -- applying ------------------------------------------------------------------------
     def apply_batch(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> None:
@@ -78,6 +83,25 @@ class UserStore:
             if next_offset > self._applied.get(partition, 0):
                 self._applied[partition] = next_offset
                 self._changed.notify_all()
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget every user, key and applied offset of ``partition`` (it moved to another instance).
+
+        Call it from the thread that applies records, so that no batch of it is being applied.
+        """
+        for key in [k for k, (_, p, _) in self._values.items() if p == partition]:
+            self._values.pop(key, None)
+        for key in [k for k, position in self.invalid.items() if position.partition == partition]:
+            self.invalid.pop(key, None)
+        self.idempotency.drop_partition(partition)
+        with self._changed:
+            self._applied.pop(partition, None)
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_until`, to check its condition again (something else changed)."""
+        with self._changed:
+            self._changed.notify_all()
 
     # -- reading -------------------------------------------------------------------------
     def get(self, email: str) -> StoredUser | None:
@@ -113,6 +137,25 @@ class UserStore:
         """Per partition, the next offset to apply (everything before it is applied), by partition."""
         with self._changed:
             return dict(sorted(self._applied.items()))
+
+    def wait_until(self, done: Callable[[dict[int, int]], bool], timeout: float) -> bool:
+        """Block until ``done(applied)`` is true, re-checked after every batch applied; False after ``timeout`` s.
+
+        ``applied`` is the next offset to apply per partition; ``done`` runs under the store's lock
+        and must be quick (it may read users: :meth:`get` takes no lock).
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not done(self._applied):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def reached(self, positions: Mapping[int, int], timeout: float = 0.0) -> bool:
+        """Whether every one of ``positions`` ({partition: offset}) is applied, waiting up to ``timeout`` s."""
+        return self.wait_until(lambda applied: reached(positions, applied), timeout)
 
     def wait_for(self, position: Position, timeout: float) -> None:
         """Block until the record at ``position`` has been applied (read-your-writes).
