@@ -33,9 +33,9 @@ tombstone</li>
 <a href="healthz">GET healthz</a>: 200 while serving</li>
 <li><a href="groupinfo">GET groupinfo</a>: which instance serves which partition</li>
 <li><a href="openapi.json">GET openapi.json</a>: every route, header and status, as OpenAPI 3.1</li></ul>
-<p>This page: <code id="here"></code> (behind Jupyter, through its proxy:
-<code>&lt;base&gt;/proxy/&lt;port&gt;/</code>)</p>
-<script>document.getElementById("here").textContent = location.href</script>
+<p id="here"></p>
+<script>document.getElementById("here").textContent = "This page: " + location.href
+  + (location.pathname.includes("/proxy/") ? ", through Jupyter's proxy" : "")</script>
 </body></html>
 """
 

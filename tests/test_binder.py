@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workshop.image import ROOT, Image, base_lock, build_image, constraints, r2d_file, render_dockerfile
+from workshop.image import ROOT, Image, apt_packages, base_lock, build_image, constraints, r2d_file, render_dockerfile
 from workshop.jupyter import JupyterProcess, listening
 
 from kafka_crud.broker import free_port
@@ -62,7 +62,7 @@ def test_repo2docker_builds_the_image_we_expect() -> None:
     # conda's Python 3.11 environment (repo2docker escapes the file's name: "." is -2e, "-" is -2d)
     assert "environment-2epy-2d3-2e11-2dlinux-2d64-2elock" in dockerfile
     installs = re.findall(r"apt-get install --yes --no-install-recommends ([^&\n]+?) &&", dockerfile)
-    wanted = {line.split("#")[0].strip() for line in (ROOT / "binder" / "apt.txt").read_text().splitlines()} - {""}
+    wanted = set(apt_packages())
     assert {"openjdk-17-jre-headless", "kcat"} <= wanted
     assert any(set(packages.split()) == wanted for packages in installs), installs
     post_build = dockerfile.index("RUN ./binder/postBuild")

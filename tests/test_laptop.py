@@ -53,7 +53,7 @@ def laptop() -> Iterator[tuple[Path, User, dict[str, str]]]:
 
 
 def _python() -> str:
-    # The system's Python: another user may not reach this one's (a pyenv in root's home, say).
+    # The system's Python: another user may not reach this one's (one in a private home directory, say).
     return "/usr/bin/python3.11" if Path("/usr/bin/python3.11").exists() else "python3"
 
 

@@ -190,3 +190,20 @@ def test_with_broker_background_runs_the_command_even_when_the_broker_cannot_sta
     assert "No Java 17+" in error, stdout
     assert "restart_broker()" in hint
     assert "the broker did not start: No Java 17+" in stderr
+
+
+@pytest.mark.broker
+def test_serve_under_jupyterhub_prints_the_address_through_its_proxy(bootstrap_servers: str, topic: str) -> None:
+    env = {**os.environ, "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+    command = [sys.executable, "-m", "kafka_crud.cli", "serve", "--port", "0", "--topic", topic,
+               "--bootstrap-servers", bootstrap_servers]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            assert process.stdout is not None
+            serving = process.stdout.readline()
+            browser = process.stdout.readline()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+    port = serving.split("http://127.0.0.1:")[1].split()[0]
+    assert browser.strip() == f"In your browser, through Jupyter: /user/ada/proxy/{port}/"

@@ -32,8 +32,8 @@ from packaging.version import InvalidVersion, Version
 
 from .jupyter import User
 
-__all__ = ["ROOT", "Image", "base_lock", "build_image", "chown_tree", "copy_repository", "network_settings",
-           "notebook_user", "r2d_file", "render_dockerfile"]
+__all__ = ["ROOT", "Image", "apt_packages", "base_lock", "build_image", "chown_tree", "copy_repository",
+           "network_settings", "notebook_user", "r2d_file", "render_dockerfile"]
 
 ROOT = Path(__file__).resolve().parents[2]
 USER_NAME = "jovyan"
@@ -166,6 +166,23 @@ def copy_repository(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
+def apt_packages() -> list[str]:
+    """The packages ``binder/apt.txt`` asks for (comments and blank lines left out)."""
+    lines = (ROOT / "binder" / "apt.txt").read_text().splitlines()
+    return [name for line in lines if (name := line.split("#")[0].strip())]
+
+
+def check_apt_packages() -> None:
+    """The image's apt packages, installed here (from Debian, where the image has Ubuntu's)."""
+    missing = []
+    for package in apt_packages():
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+                             check=False)
+        if "install ok installed" not in out.stdout:
+            missing.append(package)
+    assert not missing, f"binder/apt.txt's packages are not installed here: apt-get install {' '.join(missing)}"
+
+
 def build_base_environment(prefix: Path) -> str:
     """repo2docker's base environment at its lock's versions, from PyPI; returns pip check's baseline."""
     # The system's Python 3.11 (conda's in the image): a user other than ours may not reach our own.
@@ -193,6 +210,7 @@ def build_base_environment(prefix: Path) -> str:
 
 def build_image(*, timeout: float = 1200) -> Image:
     """Steps 1 to 3 of the module's docstring; the image's parts, not yet started."""
+    check_apt_packages()
     user = notebook_user()
     root = Path(tempfile.mkdtemp(prefix="kafka-crud-image-", dir="/tmp"))
     root.chmod(0o755)
