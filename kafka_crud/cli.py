@@ -210,10 +210,13 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     target = Path(args.to).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    for notebook in sorted(source.glob("*.ipynb")):
-        if not (target / notebook.name).exists():  # a participant's edits are never overwritten
-            shutil.copy2(notebook, target / notebook.name)
-            copied.append(notebook.name)
+    for notebook in sorted(source.rglob("*.ipynb")):  # the solutions/ folder too
+        name = notebook.relative_to(source)
+        if ".ipynb_checkpoints" in name.parts or (target / name).exists():  # edits are never overwritten
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(notebook, target / name)
+        copied.append(str(name))
     print(f"{len(copied)} notebooks copied to {target}" + (f": {', '.join(copied)}" if copied else ""))
     return 0
 

@@ -157,8 +157,9 @@ def test_postbuild_installs_the_kit_outside_home_and_leaves_nothing_redundant(im
     share = image.prefix / "share" / "kafka_crud"
     assert (share / "kafka_2.13-4.4.0" / "libs" / ".complete").exists()
     assert list((share / "cds").glob("*.jsa")), "no class-data-sharing archive was baked"
-    assert sorted(p.name for p in (share / "notebooks").glob("*.ipynb")) == sorted(
-        p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(str(p.relative_to(share / "notebooks")) for p in (share / "notebooks").rglob("*.ipynb")) == sorted(
+        str(p.relative_to(ROOT / "notebooks")) for p in (ROOT / "notebooks").rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts)
     assert (image.prefix / "share/jupyter/lab/settings/overrides.d/kafka-crud.json").exists()
     leftovers = [p for p in (image.home / ".m2", image.home / ".cache", image.home / "build", share / "jgo")
                  if p.exists()] + list(image.home.glob("*.egg-info"))
@@ -198,6 +199,7 @@ def test_jupyterhub_with_an_empty_home_volume_finds_the_kit_its_jars_and_noteboo
                            timeout=60)
         assert copied.returncode == 0, copied.stderr
         assert (volume / "notebooks" / "00-setup.ipynb").exists()
+        assert (volume / "notebooks" / "solutions" / "06-solutions.ipynb").exists()
         command = ["kafka-crud", "with-broker", "--background", "--", "jupyter", "lab"]
         with _start(image, command, env, volume, "jupyterhub") as lab:
             _check_participant_view(lab, image, "JupyterHub, empty home")
