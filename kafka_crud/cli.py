@@ -1,6 +1,6 @@
 """``kafka-crud``: the command line.
 
-    kafka-crud broker [--port N] [--data-dir DIR]     a real Kafka broker in the foreground
+    kafka-crud broker [--port N] [--data-dir DIR] [--nodes 3]   a real Kafka broker (or cluster) in the foreground
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
     kafka-crud lab    [JUPYTER ARGS...]               JupyterLab with a broker running
@@ -51,8 +51,8 @@ def _wait_forever() -> None:
 
 
 @contextmanager
-def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = False) -> Iterator[str]:
-    """The given or configured bootstrap servers, else an embedded broker for the duration."""
+def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = False, nodes: int = 1) -> Iterator[str]:
+    """The given or configured bootstrap servers, else an embedded broker (or cluster) for the duration."""
     servers = bootstrap_servers or bootstrap_servers_from_env()
     if servers:
         yield servers
@@ -60,8 +60,9 @@ def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = Fa
     from .broker import LocalKafka
 
     if not quiet:
-        print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} broker...", file=sys.stderr, flush=True)
-    with LocalKafka() as kafka:
+        what = "broker" if nodes == 1 else f"cluster of {nodes} nodes"
+        print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} {what}...", file=sys.stderr, flush=True)
+    with LocalKafka(nodes=nodes) as kafka:
         if not quiet:
             print(f"Kafka ready at {kafka.bootstrap_servers}", file=sys.stderr, flush=True)
         yield kafka.bootstrap_servers
@@ -82,8 +83,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import LocalKafka
 
-    kafka = LocalKafka(port=args.port, data_dir=args.data_dir)
-    print(f"Starting Apache Kafka {KAFKA_VERSION}...", file=sys.stderr, flush=True)
+    kafka = LocalKafka(port=args.port, data_dir=args.data_dir, nodes=args.nodes)
+    what = "" if args.nodes == 1 else f" ({args.nodes} nodes)"
+    print(f"Starting Apache Kafka {KAFKA_VERSION}{what}...", file=sys.stderr, flush=True)
     with _stop_on_sigterm():
         try:
             kafka.start()
@@ -129,7 +131,7 @@ def cmd_with_broker(args: argparse.Namespace) -> int:
     if not command:
         print("kafka-crud with-broker: give a command to run, e.g. kafka-crud with-broker -- pytest", file=sys.stderr)
         return 2
-    with _broker_unless_configured(None) as servers:
+    with _broker_unless_configured(None, nodes=args.nodes) as servers:
         env = {**os.environ, BOOTSTRAP_ENV: servers}
         return _run_child(command, env)
 
@@ -139,7 +141,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}", *_after_dashes(args.jupyter_args)]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
         command.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
-    with _broker_unless_configured(None) as servers:
+    with _broker_unless_configured(None, nodes=args.nodes) as servers:
         print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}; Ctrl-C twice stops JupyterLab and Kafka",
               file=sys.stderr, flush=True)
         return _run_child(command, {**os.environ, BOOTSTRAP_ENV: servers})
@@ -212,6 +214,18 @@ def _print_table(rows: Sequence[Mapping[str, object]]) -> None:
     print(f"({len(rows)} records)")
 
 
+def _nodes(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of nodes, 1 (a single broker) or more, e.g. 3")
+    return int(text)
+
+
+def _nodes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=_nodes, default=1,
+                        help="nodes of the embedded Kafka: 1 (default) or e.g. 3, a replicated cluster "
+                             "(replication factor 3, min.insync.replicas 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kafka-crud", description="Kafka as a database, on a real broker.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the kit does")
@@ -224,14 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     p.add_argument("--data-dir", default=None,
                    help="keep topics and records here across restarts (default: a temporary dir)")
+    _nodes_option(p)
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("with-broker", help="run a command with KAFKA_BOOTSTRAP_SERVERS set to a broker")
+    _nodes_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_with_broker)
 
     p = sub.add_parser("lab", help="JupyterLab with a broker running")
     p.add_argument("--notebook-dir", default="notebooks")
+    _nodes_option(p)
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     p.set_defaults(func=cmd_lab)
 

@@ -27,7 +27,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from kafka_crud.server import MAX_BODY, ServerHandle, serve_in_thread
+from kafka_crud.httpserver import MAX_BODY
+from kafka_crud.server import ServerHandle, serve_in_thread
 
 # Bounded: about a minute on 2 cores; the limit leaves room for a slow machine, not for a hang.
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(400)]
