@@ -16,6 +16,7 @@ from importlib.metadata import version as _version
 
 from .broker import LocalKafka
 from .client import Response, UserClient
+from .cluster import LocalCluster
 from .compaction import (
     CompactionResult,
     TombstoneRemoval,
@@ -78,6 +79,7 @@ __all__ = [
     # brokers and connections
     "KAFKA_VERSION",
     "Kafka",
+    "LocalCluster",
     "LocalKafka",
     "connect",
     # topics and offsets
