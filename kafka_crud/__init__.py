@@ -16,6 +16,7 @@ from importlib.metadata import version as _version
 
 from .broker import LocalKafka
 from .client import Response, Session, UserClient
+from .cluster import LocalCluster
 from .compaction import CompactionResult, TombstoneRemoval, compact, remove_tombstones, wait_for_cleaner
 from .config import KAFKA_VERSION
 from .connection import DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, GroupOffset, Kafka, Watermarks, connect
@@ -85,6 +86,7 @@ __all__ = [
     # brokers and connections
     "KAFKA_VERSION",
     "Kafka",
+    "LocalCluster",
     "LocalKafka",
     "connect",
     # topics and offsets

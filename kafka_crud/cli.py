@@ -1,6 +1,6 @@
 """``kafka-crud``: the command line.
 
-    kafka-crud broker [--port N] [--data-dir DIR]     a real Kafka broker in the foreground
+    kafka-crud broker [--port N] [--data-dir DIR] [--nodes 3]   a real Kafka broker (or cluster) in the foreground
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud serve  --group NAME [--advertise URL] [--instance ID]   one instance of the partitioned design
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
@@ -59,8 +59,8 @@ def _wait_forever() -> None:
 
 
 @contextmanager
-def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = False) -> Iterator[str]:
-    """The given or configured bootstrap servers, else an embedded broker for the duration."""
+def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = False, nodes: int = 1) -> Iterator[str]:
+    """The given or configured bootstrap servers, else an embedded broker (or cluster) for the duration."""
     servers = bootstrap_servers or bootstrap_servers_from_env()
     if servers:
         yield servers
@@ -68,8 +68,9 @@ def _broker_unless_configured(bootstrap_servers: str | None, *, quiet: bool = Fa
     from .broker import LocalKafka
 
     if not quiet:
-        print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} broker...", file=sys.stderr, flush=True)
-    with LocalKafka() as kafka:
+        what = "broker" if nodes == 1 else f"cluster of {nodes} nodes"
+        print(f"Starting an embedded Apache Kafka {KAFKA_VERSION} {what}...", file=sys.stderr, flush=True)
+    with LocalKafka(nodes=nodes) as kafka:
         if not quiet:
             print(f"Kafka ready at {kafka.bootstrap_servers}", file=sys.stderr, flush=True)
         yield kafka.bootstrap_servers
@@ -109,11 +110,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     port = args.port
     status = lab_status()
-    if port is None and status is not None:
+    if port is None and status is not None and args.nodes == 1:
         port = status.port  # a terminal of a kit lab: where its notebooks look for the broker
         print(f"In a kafka-crud lab: the broker takes the lab's port {port} ({BOOTSTRAP_ENV})", file=sys.stderr)
-    kafka = LocalKafka(port=port, data_dir=args.data_dir)
-    print(f"Starting Apache Kafka {KAFKA_VERSION}...", file=sys.stderr, flush=True)
+    kafka = LocalKafka(port=port, data_dir=args.data_dir, nodes=args.nodes)
+    what = "" if args.nodes == 1 else f" ({args.nodes} nodes)"
+    print(f"Starting Apache Kafka {KAFKA_VERSION}{what}...", file=sys.stderr, flush=True)
     with _stop_on_sigterm():
         try:
             kafka.start()
@@ -184,9 +186,10 @@ def cmd_with_broker(args: argparse.Namespace) -> int:
     if not command:
         print("kafka-crud with-broker: give a command to run, e.g. kafka-crud with-broker -- pytest", file=sys.stderr)
         return 2
-    if args.background:
+    if args.background and args.nodes == 1:
         return _run_beside_broker(command)
-    with _broker_unless_configured(None) as servers:
+    # A local cluster starts before the command: the lab's broker thread runs one broker only.
+    with _broker_unless_configured(None, nodes=args.nodes) as servers:
         env = {**os.environ, BOOTSTRAP_ENV: servers}
         return _run_child(command, env)
 
@@ -197,6 +200,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
         command.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
     print("Ctrl-C twice stops JupyterLab and Kafka", file=sys.stderr, flush=True)
+    if args.nodes > 1 and not bootstrap_servers_from_env():
+        # A local cluster starts before JupyterLab: the lab's broker thread runs one broker only.
+        with _broker_unless_configured(None, nodes=args.nodes) as servers:
+            print(f"JupyterLab kernels get {BOOTSTRAP_ENV}={servers}", file=sys.stderr, flush=True)
+            return _run_child(command, {**_kit_jupyter_config(dict(os.environ)), BOOTSTRAP_ENV: servers})
     return _run_beside_broker(command)
 
 
@@ -313,6 +321,18 @@ def _print_table(rows: Sequence[Mapping[str, object]]) -> None:
     print(f"({len(rows)} records)")
 
 
+def _nodes(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of nodes, 1 (a single broker) or more, e.g. 3")
+    return int(text)
+
+
+def _nodes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=_nodes, default=1,
+                        help="nodes of the embedded Kafka: 1 (default) or e.g. 3, a replicated cluster "
+                             "(replication factor 3, min.insync.replicas 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kafka-crud", description="Kafka as a database, on a real broker.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the kit does")
@@ -332,18 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     p.add_argument("--data-dir", default=None,
                    help="keep topics and records here across restarts (default: a temporary dir)")
+    _nodes_option(p)
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("with-broker", help="run a command with KAFKA_BOOTSTRAP_SERVERS set to a broker")
     p.add_argument("--background", action="store_true",
                    help="start the command at once and the broker beside it; a broker failure is reported, "
                         "not fatal (Binder's start script)")
+    _nodes_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_with_broker)
 
     p = sub.add_parser("lab", help="JupyterLab with a broker beside it; other options go to jupyter lab",
                        allow_abbrev=False)
     p.add_argument("--notebook-dir", default="notebooks")
+    _nodes_option(p)
     p.set_defaults(func=cmd_lab, jupyter_args=[])
 
     p = sub.add_parser("serve", help="the CRUD HTTP endpoint on a compacted topic")

@@ -269,3 +269,30 @@ def _report(what: str, figures: dict[str, object]) -> None:
     text = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
     print(f"\n{what}: {text}")
     print(json.dumps({"what": what, **{k: str(v) for k, v in figures.items()}}))
+
+
+def test_cli_broker_runs_a_cluster_of_three_nodes_and_stops_it_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("kafka-crud")
+    proc = subprocess.Popen([str(cli), "broker", "--nodes", "3", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        servers = line.split("Kafka ready at ")[1].split()[0]
+        ports = [int(address.rsplit(":", 1)[1]) for address in servers.split(",")]
+        assert len(ports) == 3, line
+        assert Kafka(servers).ping() == 3  # three brokers answer
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+        for port in ports:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
