@@ -51,7 +51,7 @@ from .errors import (
     WriteError,
 )
 from .group_consumer import GroupStoreConsumer, start_group, stop_all
-from .partitioned import PartitionedService, Rebalance
+from .partitioned import PartitionedService, Rebalance, wait_settled
 from .partitioning import crc32_partition, murmur2, partition_for
 from .producer import UserProducer
 from .records import LogRecord, Position, User
@@ -115,6 +115,7 @@ __all__ = [
     "serve_in_thread",
     "start_group",
     "stop_all",
+    "wait_settled",
     # compaction and segments
     "CompactionResult",
     "Segment",

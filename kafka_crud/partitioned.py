@@ -33,7 +33,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ from .records import Position
 from .routing import InstanceRegistry, Router, fetch_json
 from .service import UserService
 
-__all__ = ["PartitionedService", "Rebalance"]
+__all__ = ["PartitionedService", "Rebalance", "wait_settled"]
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +389,20 @@ class PartitionedService(UserService):
     def __repr__(self) -> str:
         return (f"<PartitionedService {self.instance} group={self.group!r} partitions={self.owned} "
                 f"users={len(self.store)}>")
+
+
+def wait_settled(instances: Iterable[Any], timeout: float = 60.0) -> None:
+    """Wait until the group of these instances (handles or services) has settled: every partition
+    assigned to exactly one of them, and every one of them serving."""
+    services = [getattr(i, "service", i) for i in instances]
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = sorted(p for s in services for p in s.owned)
+        if owned == list(range(services[0].partition_count)) and all(s.ready for s in services):
+            return
+        if time.monotonic() > deadline:
+            raise NotReadyError(f"The group did not settle within {timeout:.0f} s: {services}")
+        time.sleep(0.05)
 
 
 def _instance_id(url: str) -> str:

@@ -29,7 +29,7 @@ from .consumer import Progress, StoreConsumer
 from .errors import NotReadyError, PreconditionFailedError
 from .idempotency import Outcome, fingerprint, record_headers
 from .partitioning import partition_for
-from .positions import Positions, format_positions
+from .positions import Positions, applied_positions, format_positions
 from .producer import UserProducer
 from .records import Position, User, validate_email
 from .store import StoredUser, UserStore
@@ -240,10 +240,10 @@ class UserService:
         wanted = {p: o for p, o in positions.items() if self.holds(p)}
         if wanted and not self.store.reached(wanted, max(timeout, 0.0)):
             behind = {p: o for p, o in wanted.items() if self.store.applied().get(p, 0) <= o}
+            has = format_positions(applied_positions(self.store.applied())) or "nothing yet"
             raise NotReadyError(
                 f"This instance has not applied {format_positions(behind)} of {self.topic!r} within {timeout:.1f} s "
-                f"(it has applied {format_positions({p: n - 1 for p, n in self.store.applied().items()})}): "
-                "retry, or send Prefer: wait=N to wait longer"
+                f"(it has applied {has}): retry, or send Prefer: wait=N to wait longer"
             )
 
     def read(
