@@ -51,10 +51,11 @@ from .errors import (
     WriteError,
 )
 from .group_consumer import GroupStoreConsumer, start_group, stop_all
-from .partitioned import PartitionedService, Rebalance, wait_settled
+from .partitioned import PartitionedService, Rebalance
 from .partitioning import crc32_partition, murmur2, partition_for
 from .producer import UserProducer
 from .records import LogRecord, Position, User
+from .routing import wait_settled
 from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService

@@ -30,10 +30,9 @@ rebalance, say); applying a record is idempotent (the latest offset per key wins
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +43,10 @@ from .consumer import Progress, apply_messages, gc_paused
 from .errors import ConfigError, NotReadyError, PartitionMovingError
 from .positions import Positions, format_positions, parse_min_positions
 from .records import Position
-from .routing import InstanceRegistry, Router, fetch_json
+from .routing import InstanceRegistry, Router, fetch_json, instance_id
 from .service import UserService
 
-__all__ = ["PartitionedService", "Rebalance", "wait_settled"]
+__all__ = ["PartitionedService", "Rebalance"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class PartitionedService(UserService):
     def start(self) -> PartitionedService:
         if not self.url:
             raise ConfigError("A partitioned service needs its URL (url=..., --advertise): others redirect to it")
-        self.instance = self.instance or _instance_id(self.url)
+        self.instance = self.instance or instance_id(self.url)
         self.partition_count = self.kafka.ensure_topic(self.topic, partitions=self.partitions)
         from .producer import UserProducer
 
@@ -389,26 +388,3 @@ class PartitionedService(UserService):
     def __repr__(self) -> str:
         return (f"<PartitionedService {self.instance} group={self.group!r} partitions={self.owned} "
                 f"users={len(self.store)}>")
-
-
-def wait_settled(instances: Iterable[Any], timeout: float = 60.0) -> None:
-    """Wait until the group of these instances (handles or services) has settled: every partition
-    assigned to exactly one of them, and every one of them serving."""
-    services = [getattr(i, "service", i) for i in instances]
-    deadline = time.monotonic() + timeout
-    while True:
-        owned = sorted(p for s in services for p in s.owned)
-        if owned == list(range(services[0].partition_count)) and all(s.ready for s in services):
-            return
-        if time.monotonic() > deadline:
-            raise NotReadyError(f"The group did not settle within {timeout:.0f} s: {services}")
-        time.sleep(0.05)
-
-
-def _instance_id(url: str) -> str:
-    """A group.instance.id from a URL: ``http://127.0.0.1:8080`` gives ``127.0.0.1-8080``."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or socket.gethostname()
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{host}-{parts.port or 80}")
