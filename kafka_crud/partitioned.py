@@ -199,6 +199,14 @@ class PartitionedService(UserService):
         done = sum(min(applied.get(p, 0), end) for p, end in targets.items())
         return Progress(done, sum(targets.values()), time.monotonic() - self._started)
 
+    def wait_caught_up(self, timeout: float = 30.0) -> dict[int, int]:
+        """Wait until the store has applied every record now in the partitions it holds."""
+        owned = self.owned
+        ends = self.kafka.end_offsets(self.topic, owned) if owned else {}
+        if not self.store.reached({p: e - 1 for p, e in ends.items() if e > 0}, timeout):
+            raise NotReadyError(f"{self.instance} did not catch up with {ends} within {timeout:.0f} s")
+        return self.store.applied()
+
     @property
     def owned(self) -> list[int]:
         """The partitions the group gave this instance (restored or not)."""
