@@ -58,6 +58,7 @@ from .plots import plot_compaction, plot_log
 from .producer import UserProducer
 from .records import LogRecord, Position, User
 from .rolling import roll_segments, rolling
+from .routing import wait_settled
 from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
@@ -119,6 +120,7 @@ __all__ = [
     "serve_in_thread",
     "start_group",
     "stop_all",
+    "wait_settled",
     # compaction and segments
     "CompactionResult",
     "Segment",

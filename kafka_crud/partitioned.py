@@ -30,7 +30,6 @@ rebalance, say); applying a record is idempotent (the latest offset per key wins
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,7 +43,7 @@ from .consumer import Progress, apply_messages, gc_paused
 from .errors import ConfigError, NotReadyError, PartitionMovingError
 from .positions import Positions, format_positions, parse_min_positions
 from .records import Position
-from .routing import InstanceRegistry, Router, fetch_json
+from .routing import InstanceRegistry, Router, fetch_json, instance_id
 from .service import UserService
 
 __all__ = ["PartitionedService", "Rebalance"]
@@ -133,7 +132,7 @@ class PartitionedService(UserService):
     def start(self) -> PartitionedService:
         if not self.url:
             raise ConfigError("A partitioned service needs its URL (url=..., --advertise): others redirect to it")
-        self.instance = self.instance or _instance_id(self.url)
+        self.instance = self.instance or instance_id(self.url)
         self.partition_count = self.kafka.ensure_topic(self.topic, partitions=self.partitions)
         from .producer import UserProducer
 
@@ -199,6 +198,14 @@ class PartitionedService(UserService):
         applied = self.store.applied()
         done = sum(min(applied.get(p, 0), end) for p, end in targets.items())
         return Progress(done, sum(targets.values()), time.monotonic() - self._started)
+
+    def wait_caught_up(self, timeout: float = 30.0) -> dict[int, int]:
+        """Wait until the store has applied every record now in the partitions it holds."""
+        owned = self.owned
+        ends = self.kafka.end_offsets(self.topic, owned) if owned else {}
+        if not self.store.reached({p: e - 1 for p, e in ends.items() if e > 0}, timeout):
+            raise NotReadyError(f"{self.instance} did not catch up with {ends} within {timeout:.0f} s")
+        return self.store.applied()
 
     @property
     def owned(self) -> list[int]:
@@ -389,12 +396,3 @@ class PartitionedService(UserService):
     def __repr__(self) -> str:
         return (f"<PartitionedService {self.instance} group={self.group!r} partitions={self.owned} "
                 f"users={len(self.store)}>")
-
-
-def _instance_id(url: str) -> str:
-    """A group.instance.id from a URL: ``http://127.0.0.1:8080`` gives ``127.0.0.1-8080``."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or socket.gethostname()
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{host}-{parts.port or 80}")

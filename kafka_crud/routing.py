@@ -27,7 +27,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,10 +35,10 @@ from urllib.parse import urlsplit
 from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupState, KafkaError, TopicPartition
 
 from .connection import Kafka
-from .errors import KafkaCrudError, PartitionMovingError
+from .errors import KafkaCrudError, NotReadyError, PartitionMovingError
 from .producer import UserProducer
 
-__all__ = ["INSTANCES_TOPIC", "GroupView", "InstanceRegistry", "Router", "fetch_json"]
+__all__ = ["INSTANCES_TOPIC", "GroupView", "InstanceRegistry", "Router", "fetch_json", "instance_id", "wait_settled"]
 
 log = logging.getLogger(__name__)
 
@@ -277,3 +277,24 @@ def fetch_json(url: str, path: str, headers: Mapping[str, str], timeout: float) 
         return answer.status, body, dict(answer.getheaders())
     finally:
         conn.close()
+
+
+def wait_settled(instances: Iterable[Any], timeout: float = 60.0) -> None:
+    """Wait until the group of these instances (handles or services) has settled: every partition
+    assigned to exactly one of them, and every one of them serving."""
+    services = [getattr(i, "service", i) for i in instances]
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = sorted(p for s in services for p in s.owned)
+        if owned == list(range(services[0].partition_count)) and all(s.ready for s in services):
+            return
+        if time.monotonic() > deadline:
+            raise NotReadyError(f"The group did not settle within {timeout:.0f} s: {services}")
+        time.sleep(0.05)
+
+
+def instance_id(url: str) -> str:
+    """A group.instance.id from a URL: ``http://127.0.0.1:8080`` gives ``127.0.0.1-8080``."""
+    parts = urlsplit(url)
+    host = parts.hostname or socket.gethostname()
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{host}-{parts.port or 80}")

@@ -20,17 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 
 from . import running
+from .answers import Read, Written
 from .connection import DEFAULT_PARTITIONS, DEFAULT_TOPIC, Kafka, KafkaLike
 from .consumer import Progress, StoreConsumer
 from .errors import NotReadyError, PreconditionFailedError
 from .idempotency import Outcome, fingerprint, record_headers
 from .partitioning import partition_for
-from .positions import Positions, format_positions
+from .positions import Positions, applied_positions, format_positions
 from .producer import UserProducer
 from .records import Position, User, validate_email
 from .store import StoredUser, UserStore
@@ -38,32 +38,6 @@ from .store import StoredUser, UserStore
 __all__ = ["Read", "UserService", "Written"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """What a read found: the user (None: absent), and whether the client's copy is still current."""
-
-    stored: StoredUser | None
-    """The user as the store holds it, or None."""
-    not_modified: bool = False
-    """True when ``If-None-Match`` still matches: the answer is 304."""
-    applied: Positions | None = None
-    """The positions this instance had applied when it answered (``Kafka-Position``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What a PUT or DELETE answered: its status, and where its record is."""
-
-    status: int
-    """201 created, 200 updated, 204 deleted; 404 for a DELETE of nobody (nothing written)."""
-    position: Position | None
-    """Where the record is (None when nothing was written)."""
-    user: User | None = None
-    """The user written (None for a DELETE)."""
-    replayed: bool = False
-    """True when this answers a retry with the same ``Idempotency-Key``: nothing was written."""
 
 
 class UserService:
@@ -243,10 +217,10 @@ class UserService:
         wanted = {p: o for p, o in positions.items() if self.holds(p)}
         if wanted and not self.store.reached(wanted, max(timeout, 0.0)):
             behind = {p: o for p, o in wanted.items() if self.store.applied().get(p, 0) <= o}
+            has = format_positions(applied_positions(self.store.applied())) or "nothing yet"
             raise NotReadyError(
                 f"This instance has not applied {format_positions(behind)} of {self.topic!r} within {timeout:.1f} s "
-                f"(it has applied {format_positions({p: n - 1 for p, n in self.store.applied().items()})}): "
-                "retry, or send Prefer: wait=N to wait longer"
+                f"(it has applied {has}): retry, or send Prefer: wait=N to wait longer"
             )
 
     def read(
