@@ -30,12 +30,16 @@ from kafka_crud.errors import (
     BrokerStartError,
     CleanerTimeoutError,
     ConfigError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
     JarsUnavailableError,
     JavaNotFoundError,
     KafkaCrudError,
     KafkaOperationError,
     KafkaUnavailableError,
+    NotOwnerError,
     NotReadyError,
+    PartitionMovingError,
     PortInUseError,
     PreconditionFailedError,
     TopicNotCompactedError,
@@ -61,6 +65,10 @@ PROMISED: dict[type[KafkaCrudError], HTTPStatus] = {
     KafkaUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,  # Kafka down: retry
     KafkaOperationError: HTTPStatus.BAD_GATEWAY,  # Kafka said no
     TopicNotOwnedError: HTTPStatus.CONFLICT,
+    IdempotencyKeyInUseError: HTTPStatus.CONFLICT,  # the same key's first request still runs: retry
+    IdempotencyKeyReusedError: HTTPStatus.UNPROCESSABLE_ENTITY,  # the key names another request
+    NotOwnerError: HTTPStatus.TEMPORARY_REDIRECT,  # another instance of the group serves this user
+    PartitionMovingError: HTTPStatus.SERVICE_UNAVAILABLE,  # being handed over or restored: retry
     # Set-up problems: the server's to fix, not the client's.
     KafkaCrudError: HTTPStatus.INTERNAL_SERVER_ERROR,
     BrokerError: HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -74,7 +82,8 @@ PROMISED: dict[type[KafkaCrudError], HTTPStatus] = {
     CleanerTimeoutError: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
 #: Errors that pass: the answer says when to try again.
-RETRY_AFTER = {NotReadyError: 1, WriteError: 1, KafkaUnavailableError: 1}
+RETRY_AFTER = {NotReadyError: 1, WriteError: 1, KafkaUnavailableError: 1, IdempotencyKeyInUseError: 1,
+               PartitionMovingError: 1}
 
 
 def _all_errors(cls: type[KafkaCrudError] = KafkaCrudError) -> set[type[KafkaCrudError]]:
@@ -98,7 +107,10 @@ class _Raising(JSONHandler):
 
     def get_raise(self, query: dict[str, list[str]]) -> Reply:
         name = single(query, "error")
-        raise next(e for e in PROMISED if e.__name__ == name)("what went wrong")
+        error = next(e for e in PROMISED if e.__name__ == name)
+        if error is NotOwnerError:
+            raise NotOwnerError("what went wrong", location="http://127.0.0.1:9/user?email=a@b.c")
+        raise error("what went wrong")
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +136,8 @@ def test_the_endpoint_answers_a_kit_error_with_its_status_and_message(
     assert answer.json() == {"error": "what went wrong"}
     retry = RETRY_AFTER.get(error)
     assert answer.headers.get("Retry-After") == (None if retry is None else str(retry))
+    if error is NotOwnerError:  # the redirect names the owner
+        assert answer.headers.get("Location") == "http://127.0.0.1:9/user?email=a@b.c"
 
 
 # -- librdkafka's errors, mapped in one place -----------------------------------------------------------
