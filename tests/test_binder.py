@@ -25,6 +25,8 @@ from workshop.jupyter import JupyterProcess, listening
 
 from kafka_crud.broker import free_port
 
+pytestmark = pytest.mark.image
+
 FIGURES = ROOT / "test-artifacts" / "workshop" / "figures.json"
 ENTRYPOINT = r2d_file("buildpacks", "repo2docker-entrypoint")
 

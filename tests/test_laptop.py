@@ -25,7 +25,7 @@ from workshop.jupyter import JupyterProcess, User
 
 from kafka_crud.broker import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.image]
 
 HIDDEN = {"kcat", "chromium", "chromium-browser", "sudo", "apt-get", "apt", "dpkg"}
 
