@@ -226,9 +226,11 @@ def _document() -> dict[str, Any]:
                            "rebuilt from the topic. Every error is JSON {\"error\": ...}.",
         },
         "paths": {
-            "/": {"get": {"summary": "An HTML page: the users and the routes, with relative links",
-                          "responses": {"200": {"description": "The page.",
-                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/": {method: {"summary": "An HTML page: the users and the routes, with relative links"
+                                      + (" (without the body)" if method == "head" else ""),
+                           "responses": {"200": {"description": "The page.",
+                                                 "content": {"text/html": {"schema": {"type": "string"}}}}}}
+                  for method in ("get", "head")},
             "/user": {
                 "get": user_get, "head": {**user_get, "summary": "GET /user without the body"},
                 "put": _write("Create (201) or update (200) a user: a new record", {

@@ -131,10 +131,10 @@ def test_errors_are_json_and_say_nothing_about_the_servers_insides(
         assert not re.search(r"Traceback|File \"|\.py\b|kafka_crud|/work|/home|/tmp", error["error"]), error
 
     # An unexpected failure inside: a 500 whose body tells the client nothing of it.
-    def explode(email: str) -> None:
+    def explode(email: str, **options: object) -> None:
         raise RuntimeError(f"secret detail from {__file__}")
 
-    monkeypatch.setattr(server.service, "get", explode)
+    monkeypatch.setattr(server.service, "read", explode)
     answer = call(server.url, "GET", "/user?email=a@b.c", timeout=30)
     assert answer.status == 500
     assert answer.json() == {"error": "Internal error; see the server log"}
@@ -149,7 +149,7 @@ def test_errors_are_json_and_say_nothing_about_the_servers_insides(
 def test_make_lab_runs_kafka_crud_lab_without_opening_jupyter(monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = re.search(r"^lab:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
     assert recipe, "the Makefile has no lab target"
-    assert re.search(r"kafka-crud lab\s*$", recipe[1], re.M), recipe[1]
+    assert re.search(r"kafka-crud lab( \$\(LAB_ARGS\))?\s*$", recipe[1], re.M), recipe[1]
     assert not TOKEN_OFF.search(recipe[1])
 
     # What `kafka-crud lab` runs: jupyter lab with nothing that turns its token off.

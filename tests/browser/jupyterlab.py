@@ -372,6 +372,16 @@ def run_all_cells(page: Page) -> None:
     _click_menu(page, "Run", "Run All Cells")
 
 
+def _scroll_notebook(page: Page) -> None:
+    """Scroll the open notebook down by most of a screen, or back to the top once at the bottom."""
+    page.evaluate("""() => {
+        const outer = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer");
+        if (!outer) return;
+        const atEnd = outer.scrollTop + outer.clientHeight >= outer.scrollHeight - 2;
+        outer.scrollTop = atEnd ? 0 : outer.scrollTop + outer.clientHeight * 0.8;
+    }""")
+
+
 def wait_for_widget(page: Page, selector: str, *, timeout: float = 120.0) -> Locator:
     """The first widget matching ``selector`` once visible; fails early on a traceback or a widget error."""
     widget = page.locator(selector).first
@@ -381,7 +391,7 @@ def wait_for_widget(page: Page, selector: str, *, timeout: float = 120.0) -> Loc
             widget.wait_for(state="visible", timeout=1000)
             return widget
         except PlaywrightTimeout:
-            pass
+            _scroll_notebook(page)  # JupyterLab renders only the cells near the view: look, as a person would
         _answer_kernel_dialog(page, "the notebook")
         if page_problems(page):
             _fail(page, f"The notebook failed before showing {selector!r}.")
