@@ -14,13 +14,11 @@ archive and the watchdog that ends it when its owner dies are :mod:`kafka_crud.p
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,11 +29,22 @@ from typing import Any
 from . import running
 from .config import KAFKA_VERSION
 from .connection import Kafka
-from .errors import BrokerStartError, PortInUseError
+from .errors import BrokerStartError
 from .jvm import Java, find_java, kafka_classpath
-from .process import JVM_OPTS, LOG4J, LOG4J2, ClassArchive, Watchdog, heap_options, tail
+from .process import (
+    JVM_OPTS,
+    LOG4J,
+    LOG4J2,
+    ClassArchive,
+    Watchdog,
+    check_port,
+    free_port,
+    heap_options,
+    new_cluster_id,
+    tail,
+)
 from .security import ListenerSecurity, listener_security
-from .topics import EMBEDDED_CLUSTER_PREFIX, note_started_here
+from .topics import note_started_here
 
 __all__ = ["LocalKafka", "BROKER_SETTINGS", "free_port"]
 
@@ -68,34 +77,6 @@ BROKER_SETTINGS: dict[str, str] = {
 }
 
 _STATE_FILE = "kafka-crud-broker.json"
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _check_port(port: int, what: str) -> None:
-    # Ask whether something *listens*: a broker restarted right after a crash finds its old
-    # connections in TIME_WAIT on the port, which the JVM (binding with SO_REUSEADDR) ignores.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2.0)
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            raise PortInUseError(
-                f"Port {port} ({what}) on 127.0.0.1 is already in use. "
-                "Stop whatever listens there (a broker still running?) or choose another port "
-                "with --port, or leave it out to take a free one."
-            )
-
-
-def _cluster_id() -> str:
-    # A Kafka Uuid: URL-safe base64 of 16 bytes. Ours start with b"kafkacrud", so that a
-    # connection can tell a broker the kit started (see kafka_crud.topics).
-    text = base64.urlsafe_b64encode(b"kafkacrud" + os.urandom(7)).decode().rstrip("=")
-    assert text.startswith(EMBEDDED_CLUSTER_PREFIX)
-    return text
-
 
 class LocalKafka:
     """A single-node Apache Kafka broker in a Java subprocess, on 127.0.0.1 only.
@@ -147,7 +128,7 @@ class LocalKafka:
         self.settings = {**BROKER_SETTINGS, **(settings or {})}
         self.start_timeout = start_timeout
         self.version = version
-        self.cluster_id = cluster_id or _cluster_id()
+        self.cluster_id = cluster_id or new_cluster_id()
         self._theirs = cluster_id is not None  # stands for someone else's cluster: never noted as the kit's
         self.port = 0
         self.controller_port = 0
@@ -225,8 +206,8 @@ class LocalKafka:
         self.controller_port = saved.get("controller_port") or free_port()
         while self.controller_port == self.port:
             self.controller_port = free_port()
-        _check_port(self.port, "broker")
-        _check_port(self.controller_port, "controller")
+        check_port(self.port, "broker")
+        check_port(self.controller_port, "controller")
         state_path.write_text(json.dumps({"port": self.port, "controller_port": self.controller_port}))
 
     def _quorum_config(self) -> dict[str, str]:

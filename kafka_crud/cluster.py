@@ -32,15 +32,15 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .broker import BROKER_SETTINGS, LocalKafka, _check_port, _cluster_id, free_port
+from .broker import BROKER_SETTINGS, LocalKafka
 from .config import KAFKA_VERSION
 from .errors import BrokerStartError, KafkaUnavailableError, TopicNotFoundError
-from .process import HEAP_ENV, tail
+from .process import HEAP_ENV, check_port, free_port, new_cluster_id, tail
+from .replicas import PartitionState, ReplicaViews
 from .security import listener_security
 
 __all__ = ["CLUSTER_HEAP", "CLUSTER_SETTINGS", "ClusterNode", "LocalCluster", "PartitionState", "cluster_settings"]
@@ -78,19 +78,6 @@ def cluster_settings(nodes: int) -> dict[str, str]:
 CLUSTER_SETTINGS: dict[str, str] = cluster_settings(3)
 
 
-@dataclass(frozen=True)
-class PartitionState:
-    """Who holds a partition, as the cluster's metadata says now."""
-
-    partition: int
-    leader: int | None
-    """The node id of the leader; None while the partition has none (offline)."""
-    replicas: tuple[int, ...]
-    """Every node that holds a copy, in the assignment's order."""
-    isr: tuple[int, ...]
-    """The in-sync replicas: those the leader counts for ``acks=all`` (sorted)."""
-
-
 class ClusterNode(LocalKafka):
     """One node of a :class:`LocalCluster`: a broker and controller in its own JVM.
 
@@ -114,8 +101,8 @@ class ClusterNode(LocalKafka):
 
     def _choose_ports(self) -> None:
         self.port, self.controller_port = self._assigned
-        _check_port(self.port, f"node {self.node_id}'s broker")
-        _check_port(self.controller_port, f"node {self.node_id}'s controller")
+        check_port(self.port, f"node {self.node_id}'s broker")
+        check_port(self.controller_port, f"node {self.node_id}'s controller")
 
     def _quorum_config(self) -> dict[str, str]:
         return {"node.id": str(self.node_id), "controller.quorum.voters": self._voters}
@@ -165,7 +152,7 @@ class ClusterNode(LocalKafka):
         return f"<ClusterNode {self.node_id} {state}>"
 
 
-class LocalCluster(LocalKafka):
+class LocalCluster(ReplicaViews, LocalKafka):
     """A local Apache Kafka cluster of ``nodes`` KRaft nodes (broker + controller each), on 127.0.0.1.
 
     Create it as ``LocalKafka(nodes=3)`` (or ``LocalCluster()``). Args as for
@@ -198,7 +185,7 @@ class LocalCluster(LocalKafka):
         self.version = version
         self.security = listener_security("PLAINTEXT", self.data_dir)
         state = self._state(nodes, port)
-        self.cluster_id = state["cluster_id"] if "cluster_id" in state else (cluster_id or _cluster_id())
+        self.cluster_id = state["cluster_id"] if "cluster_id" in state else (cluster_id or new_cluster_id())
         if cluster_id and cluster_id != self.cluster_id:
             raise ValueError(f"{self.data_dir} holds cluster {self.cluster_id}, not {cluster_id}")
         ports = state["nodes"]
@@ -371,69 +358,6 @@ class LocalCluster(LocalKafka):
             return len(self._metadata().brokers)
         except KafkaUnavailableError:
             return 0
-
-    def partitions(self, topic: str) -> dict[int, PartitionState]:
-        """Leader, replicas and in-sync replicas of every partition of ``topic``."""
-        info = self._metadata(topic).topics.get(topic)
-        if info is None or (info.error is not None and not info.partitions):
-            raise TopicNotFoundError(f"Topic {topic!r} does not exist on the cluster")
-        return {
-            p: PartitionState(p, m.leader if m.leader >= 0 else None, tuple(m.replicas), tuple(sorted(m.isrs)))
-            for p, m in sorted(info.partitions.items())
-        }
-
-    def partition(self, topic: str, partition: int = 0) -> PartitionState:
-        """Leader, replicas and in-sync replicas of one partition."""
-        return self.partitions(topic)[partition]
-
-    def leader(self, topic: str, partition: int = 0) -> int | None:
-        """The node id leading ``partition`` of ``topic`` (None: no leader now)."""
-        return self.partition(topic, partition).leader
-
-    def isr(self, topic: str, partition: int = 0) -> tuple[int, ...]:
-        """The in-sync replicas of ``partition`` (node ids, sorted)."""
-        return self.partition(topic, partition).isr
-
-    def controller(self) -> int | None:
-        """The node id of the active controller (the quorum's leader), from the nodes' quorum state."""
-        best: tuple[int, int] | None = None
-        for node in self._nodes:
-            if not node.is_running():
-                continue
-            path = node.log_dir / "__cluster_metadata-0" / "quorum-state"
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            leader, epoch = state.get("leaderId", -1), state.get("leaderEpoch", -1)
-            if leader >= 0 and self.node(leader).is_running() and (best is None or epoch > best[1]):
-                best = (leader, epoch)
-        return best[0] if best else None
-
-    def wait_for_isr(
-        self, topic: str, partition: int = 0, *, size: int | None = None, nodes: set[int] | None = None,
-        timeout: float = 60.0,
-    ) -> tuple[int, ...]:
-        """Wait until the ISR of ``partition`` has ``size`` members (or is exactly ``nodes``); return it."""
-        def check() -> bool:
-            isr = set(self.isr(topic, partition))
-            return (size is None or len(isr) == size) and (nodes is None or isr == nodes)
-
-        self._wait(check, f"the ISR of {topic}-{partition} to be {nodes or size}", time.monotonic() + timeout)
-        return self.isr(topic, partition)
-
-    def wait_for_leader(
-        self, topic: str, partition: int = 0, *, not_on: int | None = None, timeout: float = 60.0,
-    ) -> int:
-        """Wait until ``partition`` has a leader (other than ``not_on``); return its node id."""
-        def check() -> bool:
-            leader = self.leader(topic, partition)
-            return leader is not None and leader != not_on
-
-        self._wait(check, f"a new leader for {topic}-{partition}", time.monotonic() + timeout)
-        leader = self.leader(topic, partition)
-        assert leader is not None
-        return leader
 
     def _wait(self, check: Callable[[], bool], what: str, deadline: float, *, starting: bool = False) -> None:
         while True:

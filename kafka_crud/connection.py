@@ -27,11 +27,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -53,12 +52,11 @@ from .errors import (
     CONTACT_TIMEOUT,
     ConfigError,
     KafkaUnavailableError,
-    NotReadyError,
     TopicNotFoundError,
     contact_problem,
     map_kafka_errors,
 )
-from .records import LogRecord
+from .reading import LogReader
 from .topics import DEFAULT_PARTITIONS, DEFAULT_TOPIC, TEACHING_TOPIC_CONFIG, TopicAdmin
 
 __all__ = [
@@ -117,7 +115,7 @@ class GroupOffset(NamedTuple):
         return None if self.committed is None or self.end_offset is None else self.end_offset - self.committed
 
 
-class Kafka(TopicAdmin):
+class Kafka(TopicAdmin, LogReader):
     """A connection to one Kafka cluster, shared by every client the kit opens on it.
 
     Args:
@@ -353,62 +351,6 @@ class Kafka(TopicAdmin):
         return result
 
     # -- reading -------------------------------------------------------------------------------
-    def read_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> list[LogRecord]:
-        """Every record now in ``topic``, partition by partition, oldest first.
-
-        Reads up to the end offsets taken when called; records written meanwhile are left out.
-        """
-        return list(self.iter_log(topic, timeout=timeout))
-
-    def iter_log(self, topic: str = DEFAULT_TOPIC, *, timeout: float = 60.0) -> Iterator[LogRecord]:
-        """:meth:`read_log`, one record at a time, partition by partition, with one consumer."""
-        targets = self.watermarks(topic)
-        pending = [(p, high) for p, (low, high) in targets.items() if high > low]
-        if not pending:
-            return
-        # Short fetch waits: a partition at its end answers at once, not after librdkafka's 500 ms.
-        consumer = self.consumer(**{"fetch.wait.max.ms": 10})
-        try:
-            # Without the topic's metadata at hand, the first fetch waits ~0.5 s for librdkafka to ask.
-            with self.errors(f"reading the metadata of {topic!r}"):
-                consumer.list_topics(topic, timeout=self.timeout)
-            deadline = time.monotonic() + timeout
-            for partition, end in pending:
-                consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-                yield from self._read_partition(consumer, topic, partition, end, deadline, timeout)
-        finally:
-            consumer.close()
-
-    def _read_partition(
-        self, consumer: Consumer, topic: str, partition: int, end: int, deadline: float, timeout: float,
-    ) -> Iterator[LogRecord]:
-        while True:
-            if time.monotonic() > deadline:
-                raise NotReadyError(
-                    f"Reading {topic!r} did not reach the end offset {end} of partition {partition} "
-                    f"within {timeout:.0f} s: is the broker healthy?"
-                )
-            with self.errors(f"reading {topic!r}"):
-                batch = consumer.consume(num_messages=10_000, timeout=0.05)
-            msg: Any  # a consumed record has its partition and offset (the stubs say int | None)
-            for msg in batch:
-                if msg.partition() != partition:
-                    continue  # fetched for the previous assignment
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        with self.errors(f"reading {topic!r}"):
-                            raise KafkaException(err)
-                    if msg.offset() >= end:
-                        return
-                    continue
-                offset = msg.offset()
-                if offset >= end:
-                    return
-                _, timestamp = msg.timestamp()
-                yield LogRecord(topic, partition, offset, timestamp, msg.key(), msg.value(), msg.headers())
-                if offset + 1 >= end:
-                    return
 
 
 #: What every public function that talks to Kafka accepts: a connection, an address, or None.

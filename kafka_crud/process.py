@@ -13,20 +13,25 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, PortInUseError
 from .jvm import Java, cache_dir
 
-__all__ = ["HEAP_ENV", "JVM_OPTS", "LOG4J", "LOG4J2", "ClassArchive", "Watchdog", "heap_options", "tail"]
+__all__ = [
+    "HEAP_ENV", "JVM_OPTS", "LOG4J", "LOG4J2", "ClassArchive", "Watchdog", "check_port", "free_port", "new_cluster_id",
+    "heap_options", "tail",
+]
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +218,36 @@ class Watchdog:
             process.wait(5)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# -- the ports and the identity of a broker's process ------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port(port: int, what: str) -> None:
+    """Raise :class:`~kafka_crud.PortInUseError` when something listens on ``port`` of 127.0.0.1."""
+    # Ask whether something *listens*: a broker restarted right after a crash finds its old
+    # connections in TIME_WAIT on the port, which the JVM (binding with SO_REUSEADDR) ignores.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise PortInUseError(
+                f"Port {port} ({what}) on 127.0.0.1 is already in use. "
+                "Stop whatever listens there (a broker still running?) or choose another port "
+                "with --port, or leave it out to take a free one."
+            )
+
+
+def new_cluster_id() -> str:
+    """A new cluster id that marks a broker as the kit's (see :mod:`kafka_crud.topics`)."""
+    # A Kafka Uuid: URL-safe base64 of 16 bytes. Ours start with b"kafkacrud", so that a
+    # connection can tell a broker the kit started (see kafka_crud.topics).
+    from .topics import EMBEDDED_CLUSTER_PREFIX
+
+    text = base64.urlsafe_b64encode(b"kafkacrud" + os.urandom(7)).decode().rstrip("=")
+    assert text.startswith(EMBEDDED_CLUSTER_PREFIX)
+    return text
