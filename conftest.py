@@ -206,8 +206,51 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return (yield from _phase(item))
 
 
+#: The course's topics: every one a notebook creates starts with this.
+COURSE_TOPICS = "user"
+_notebooks_ran: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and ".ipynb" in report.nodeid:
+        _notebooks_ran.append(report.nodeid)
+
+
+def keys_in_more_than_one_partition(servers: str) -> dict[str, list[str]]:
+    """Per course topic on ``servers``, the keys found in more than one partition."""
+    from kafka_crud.connection import Kafka
+
+    kafka = Kafka(servers, environment=False)
+    found: dict[str, list[str]] = {}
+    for topic in sorted(kafka.admin.list_topics(timeout=10).topics):
+        if not topic.startswith(COURSE_TOPICS):
+            continue
+        partitions: dict[bytes, set[int]] = {}
+        for record in kafka.iter_log(topic):
+            if record.key is not None:
+                partitions.setdefault(record.key, set()).add(record.partition)
+        spread = sorted(k.decode("utf-8", "replace") for k, ps in partitions.items() if len(ps) > 1)
+        if spread:
+            found[topic] = spread
+    return found
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _broker.stop()
+    try:
+        if _notebooks_ran and _broker.servers is not None and not _broker.external:
+            # After the course: in every topic it wrote, each key lives in one partition (04's
+            # mixed-partitioner demo breaks that on purpose, on a topic it deletes again).
+            spread = keys_in_more_than_one_partition(_broker.servers)
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(
+                    f"kafka: after {len(_notebooks_ran)} notebook cells, keys in more than one partition: "
+                    + (repr(spread) if spread else "none")
+                )
+            if spread:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        _broker.stop()
 
 
 @pytest.fixture
