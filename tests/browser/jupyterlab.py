@@ -36,6 +36,9 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from processes import cmdline as _cmdline
+from processes import descendants as _descendants
+from processes import identity as _identity
 
 from kafka_crud.broker import free_port
 from kafka_crud.config import BOOTSTRAP_ENV
@@ -119,47 +122,6 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 
 # -- processes (Linux /proc; elsewhere the checks that need it are skipped) ----------------------
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: [state, ppid, ...]; None when gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _identity(pid: int) -> str | None:
-    """The process's start time: tells a process from a later one that got the same pid."""
-    fields = _stat(pid)
-    return None if fields is None or fields[0] == "Z" else fields[19]
-
-
-def _descendants(pid: int) -> dict[int, str]:
-    """Every live process below ``pid``, with its identity."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return {}
-    children: dict[int, list[int]] = {}
-    for entry in proc.iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found and (identity := _identity(child)) is not None:
-                found[child] = identity
-                todo.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
 def _listening(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from processes import cmdline, descendants
+from processes import identity as _identity
+
 __all__ = ["JupyterProcess", "User", "descendants", "listening", "rss_of_tree"]
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -45,42 +48,6 @@ class User:
 
 
 # -- processes (Linux /proc) ---------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
-
-
-def _identity(pid: int) -> str | None:
-    fields = _stat(pid)
-    return None if fields is None or fields[0] == "Z" else fields[19]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every live process below ``pid``, with its start time (to tell it from a later one with its pid)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found and (identity := _identity(child)) is not None:
-                found[child] = identity
-                todo.append(child)
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
 def rss_of_tree(pid: int) -> dict[int, int]:
     """Resident memory (bytes) of ``pid`` and every process below it, by pid."""
     result: dict[int, int] = {}
