@@ -60,6 +60,9 @@ class LogReader:
     def _read_partition(
         self, consumer: Consumer, topic: str, partition: int, end: int, deadline: float, timeout: float,
     ) -> Iterator[LogRecord]:
+        # After a leader change the client may fetch again from before what it already delivered
+        # (it re-validates its position with the new leader): each offset is yielded once, in order.
+        last = -1
         while True:
             if time.monotonic() > deadline:
                 raise NotReadyError(
@@ -83,6 +86,9 @@ class LogReader:
                 offset = msg.offset()
                 if offset >= end:
                     return
+                if offset <= last:
+                    continue
+                last = offset
                 _, timestamp = msg.timestamp()
                 yield LogRecord(topic, partition, offset, timestamp, msg.key(), msg.value(), msg.headers())
                 if offset + 1 >= end:
