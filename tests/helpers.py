@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kafka_crud.records import LogRecord
+
 __all__ = ["Answer", "address", "call", "exchange", "keep_alive", "send_raw"]
 
 
@@ -132,3 +134,15 @@ def send_raw(url: str, data: bytes, *, half_close: bool = True, timeout: float =
         except ConnectionResetError:
             pass
         return b"".join(chunks)
+
+
+def small_log() -> list[LogRecord]:
+    """Five records on two partitions: a superseded put, a tombstone, an empty value (for view tests)."""
+    rows = [
+        (0, 0, b"ada@x", b'{"email":"ada@x","name":"A"}'),
+        (0, 1, b"bob@x", b'{"email":"bob@x","name":"B"}'),
+        (0, 2, b"ada@x", b'{"email":"ada@x","name":"A2"}'),
+        (0, 3, b"bob@x", None),
+        (1, 0, b"cy@x", b""),
+    ]
+    return [LogRecord("t", p, o, 1_700_000_000_000 + o, k, v) for p, o, k, v in rows]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import TopicPartition
+from helpers import small_log as _records
 
 from kafka_crud.connection import Kafka, Watermarks
 from kafka_crud.errors import ConfigError, TopicNotFoundError
@@ -143,15 +144,6 @@ def test_groups_frame_shows_committed_offsets_and_lag(kafka: Kafka, make_topic: 
     assert everyone.equals(frame)
 
 
-def _records() -> list[LogRecord]:
-    rows = [
-        (0, 0, b"ada@x", b'{"email":"ada@x","name":"A"}'),
-        (0, 1, b"bob@x", b'{"email":"bob@x","name":"B"}'),
-        (0, 2, b"ada@x", b'{"email":"ada@x","name":"A2"}'),
-        (0, 3, b"bob@x", None),
-        (1, 0, b"cy@x", b""),
-    ]
-    return [LogRecord("t", p, o, 1_700_000_000_000 + o, k, v) for p, o, k, v in rows]
 
 
 def test_style_log_colours_rows_by_status_and_renders_the_same_twice() -> None:

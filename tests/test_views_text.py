@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import small_log as _records
 
 from kafka_crud import LogRecord, StyledTable, compare_frame, records_frame, style_log
 from kafka_crud.views import MARK_COLOURS, STATUS_COLOURS, STATUS_LEGEND, STATUS_SYMBOLS, status_label
-
-
-def _records() -> list[LogRecord]:
-    rows = [
-        (0, 0, b"ada@x", b'{"email":"ada@x","name":"A"}'),
-        (0, 1, b"bob@x", b'{"email":"bob@x","name":"B"}'),
-        (0, 2, b"ada@x", b'{"email":"ada@x","name":"A2"}'),
-        (0, 3, b"bob@x", None),
-        (1, 0, b"cy@x", b""),
-    ]
-    return [LogRecord("t", p, o, 1_700_000_000_000 + o, k, v) for p, o, k, v in rows]
 
 
 def _lines(table: StyledTable) -> list[str]:
