@@ -15,13 +15,14 @@ import http.client
 import json
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kafka_crud.records import LogRecord
 
-__all__ = ["Answer", "address", "call", "exchange", "keep_alive", "send_raw"]
+__all__ = ["Answer", "address", "call", "copies_in_log", "exchange", "keep_alive", "send_raw"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,27 @@ def small_log() -> list[LogRecord]:
         (1, 0, b"cy@x", b""),
     ]
     return [LogRecord("t", p, o, 1_700_000_000_000 + o, k, v) for p, o, k, v in rows]
+
+
+def copies_in_log(records: Iterable[LogRecord], expected: Iterable[str]) -> dict[str, int]:
+    """How many times each ``expected`` key is in the log; fails if a repeat could change a reader.
+
+    librdkafka's idempotent producer deduplicates its resends, except in a corner it documents
+    (INTRODUCTION.md, "Message timeout considerations"): when a write times out in its queue it
+    drains the partition, bumps the producer epoch and resends what was in flight under new
+    sequence numbers, so a batch the old leader had already appended can land a second time.
+    A repeat is then the same record again: the same value, with no other version of its key in
+    between, so every reader of the topic ends with the same user. Anything else fails here.
+    """
+    by_key: dict[str, list[LogRecord]] = defaultdict(list)
+    for record in records:
+        if record.key is not None:
+            by_key[record.key.decode()].append(record)
+    counts = {}
+    for key in expected:
+        found = by_key.get(key, [])
+        assert found, f"acknowledged but not in the log: {key}"
+        assert len({r.partition for r in found}) == 1, [(r.partition, r.offset) for r in found]
+        assert len({r.value for r in found}) == 1, f"{key}: different values {[(r.offset, r.value) for r in found]}"
+        counts[key] = len(found)
+    return counts

