@@ -62,54 +62,81 @@ def gc_paused() -> Iterator[None]:
     makes no reference cycles and takes milliseconds; the collector runs again right after.
     Counted, so consumers in several threads of one process restore the collector correctly.
     """
+    _hold_gc()
+    try:
+        yield
+    finally:
+        _release_gc()
+
+
+def _hold_gc() -> None:
     global _gc_holders, _gc_was_enabled
     with _gc_lock:
         if _gc_holders == 0:
             _gc_was_enabled = gc.isenabled()
             gc.disable()
         _gc_holders += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_was_enabled:
-                gc.enable()
+
+
+def _release_gc() -> None:
+    global _gc_holders
+    with _gc_lock:
+        _gc_holders -= 1
+        if _gc_holders == 0 and _gc_was_enabled:
+            gc.enable()
+
+
+class _CatchingUp:
+    """The collector held off for a whole rebuild, not batch by batch; released once, at most.
+
+    Between batches the collector would run while ``consume()`` creates the next batch's
+    messages, and promote them as it does within a batch (see :func:`gc_paused`). A rebuild
+    creates no reference cycles worth collecting; the first collection after it runs once the
+    store has caught up (or the consumer is paused or stopped: never held off while parked).
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def hold(self) -> None:
+        if not self.held:
+            _hold_gc()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            _release_gc()
 
 
 def apply_messages(store: UserStore, messages: list[Message], servers: str = "") -> set[int]:
-    """Apply consumed messages to ``store``, partition by partition; return the partitions that hit their end.
+    """Apply consumed messages to ``store``; return the partitions that hit their end.
 
     An end-of-partition event (which carries the end offset) advances the applied offset past a
     compaction gap at the tail. Idempotency keys in record headers are indexed before the
     records' offsets count as applied, so a wait for a position sees the key too.
     """
-    # Any: a consumed record always has its partition and offset (the stubs say int | None),
-    # and this loop runs for every record of a rebuild: no casts in it.
-    batches: dict[Any, list[Any]] = {}
-    keyed: list[Any] = []
+    last, special = store.apply_messages(messages)
     at_end: set[int] = set()
+    # Any: a consumed record always has its partition and offset (the stubs say int | None).
     msg: Any
-    for msg in messages:
+    for msg in special:
         err = msg.error()
         if err is None:
-            batches.setdefault(msg.partition(), []).append((msg.key(), msg.value(), msg.offset()))
-            if msg.headers():
-                keyed.append(msg)
+            found = outcome_from_headers(msg.headers(), Position(store.topic, msg.partition(), msg.offset()),
+                                         msg.timestamp()[1])
+            if found is not None:
+                store.idempotency.remember(*found)
         elif err.code() == KafkaError._PARTITION_EOF:
             at_end.add(msg.partition())
-            batches.setdefault(msg.partition(), []).append((None, None, msg.offset() - 1))
+            # The event's offset is the end offset: everything before it is applied.
+            last[msg.partition()] = max(last.get(msg.partition(), -1), msg.offset() - 1)
         elif err.fatal():
             raise kafka_error(err, f"reading {store.topic!r}", servers)
         else:
             log.warning("Consumer: %s", err.str())
-    for msg in keyed:
-        found = outcome_from_headers(msg.headers(), Position(store.topic, msg.partition(), msg.offset()),
-                                     msg.timestamp()[1])
-        if found is not None:
-            store.idempotency.remember(*found)
-    for partition, batch in batches.items():
-        store.apply_batch(partition, batch)
+    for partition, offset in last.items():
+        store.advance(partition, offset + 1)
     return at_end
 
 
@@ -165,6 +192,10 @@ class StoreConsumer:
         })
         try:
             with self.kafka.errors(f"assigning the partitions of {self.topic!r}"):
+                # Learn the leaders first: a partition assigned before this client has metadata
+                # finds no leader, and librdkafka retries its offset query on a 500 ms timer (its
+                # debug log: "no current leader for partition"). Half a second of every start.
+                consumer.list_topics(self.topic, timeout=self.kafka.timeout)
                 consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._targets])
         except BaseException:
             consumer.close()
@@ -212,13 +243,17 @@ class StoreConsumer:
 
     def _run(self, consumer: Consumer) -> None:
         last_report = time.monotonic()
+        catching_up = _CatchingUp()
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():
+                    catching_up.release()
                     self._parked.set()
                     self._stop.wait(0.05)
                     continue
                 self._parked.clear()
+                if not self._ready.is_set():
+                    catching_up.hold()
                 # consume() with a timeout waits for the whole batch or the whole timeout: wait for
                 # one message, then take what is already fetched, so a write is applied at once.
                 first = consumer.poll(0.1)
@@ -231,10 +266,13 @@ class StoreConsumer:
                     if self._on_progress and not self._ready.is_set() and now - last_report >= self._progress_interval:
                         last_report = now
                         self._on_progress(self.progress())
+                if self._ready.is_set():
+                    catching_up.release()
         except BaseException as exc:
             self.error = exc
             log.exception("The store consumer stopped")
         finally:
+            catching_up.release()
             consumer.close()
 
     def _apply(self, consumer: Consumer, first: Message) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import NotReadyError
 from .idempotency import IdempotencyIndex
@@ -72,6 +73,46 @@ class UserStore:
                 self.invalid[key] = Position(self.topic, partition, offset)
         if last >= 0:
             self.advance(partition, last + 1)
+
+    def apply_messages(self, messages: Iterable[Any]) -> tuple[dict[int, int], list[Any]]:
+        """Apply consumed records, as :meth:`apply_batch` would, without advancing the applied offsets.
+
+        ``messages`` are confluent-kafka ``Message`` objects, in the order consumed (partitions
+        interleaved, each in offset order). Returns the last offset seen per partition, and the
+        messages the caller must handle: events (``error()`` set; never applied) and records
+        that carry headers (applied here, their headers are the caller's). The caller then
+        advances each partition with :meth:`advance`.
+
+        This loop runs for every record of a rebuild, so it is written for speed: one pass, the
+        message's accessors called once each, no per-record tuple except the one stored.
+        """
+        values = self._values
+        invalid = self.invalid
+        last: dict[int, int] = {}
+        special: list[Any] = []
+        for msg in messages:
+            if msg.error() is not None:
+                special.append(msg)
+                continue
+            partition = msg.partition()
+            offset = msg.offset()
+            last[partition] = offset
+            key = msg.key()
+            if key is not None:
+                value = msg.value()
+                if value is None:
+                    values.pop(key, None)
+                    invalid.pop(key, None)
+                elif value[:1] == b"{":
+                    values[key] = (value, partition, offset)
+                    if invalid:
+                        invalid.pop(key, None)
+                else:
+                    values.pop(key, None)
+                    invalid[key] = Position(self.topic, partition, offset)
+            if msg.headers():
+                special.append(msg)
+        return last, special
 
     def apply(self, record: LogRecord) -> None:
         """Apply one record."""
