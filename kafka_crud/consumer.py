@@ -62,51 +62,19 @@ def gc_paused() -> Iterator[None]:
     makes no reference cycles and takes milliseconds; the collector runs again right after.
     Counted, so consumers in several threads of one process restore the collector correctly.
     """
-    _hold_gc()
-    try:
-        yield
-    finally:
-        _release_gc()
-
-
-def _hold_gc() -> None:
     global _gc_holders, _gc_was_enabled
     with _gc_lock:
         if _gc_holders == 0:
             _gc_was_enabled = gc.isenabled()
             gc.disable()
         _gc_holders += 1
-
-
-def _release_gc() -> None:
-    global _gc_holders
-    with _gc_lock:
-        _gc_holders -= 1
-        if _gc_holders == 0 and _gc_was_enabled:
-            gc.enable()
-
-
-class _CatchingUp:
-    """The collector held off for a whole rebuild, not batch by batch; released once, at most.
-
-    Between batches the collector would run while ``consume()`` creates the next batch's
-    messages, and promote them as it does within a batch (see :func:`gc_paused`). A rebuild
-    creates no reference cycles worth collecting; the first collection after it runs once the
-    store has caught up (or the consumer is paused or stopped: never held off while parked).
-    """
-
-    def __init__(self) -> None:
-        self.held = False
-
-    def hold(self) -> None:
-        if not self.held:
-            _hold_gc()
-            self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            _release_gc()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def apply_messages(store: UserStore, messages: list[Message], servers: str = "") -> set[int]:
@@ -243,17 +211,13 @@ class StoreConsumer:
 
     def _run(self, consumer: Consumer) -> None:
         last_report = time.monotonic()
-        catching_up = _CatchingUp()
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():
-                    catching_up.release()
                     self._parked.set()
                     self._stop.wait(0.05)
                     continue
                 self._parked.clear()
-                if not self._ready.is_set():
-                    catching_up.hold()
                 # consume() with a timeout waits for the whole batch or the whole timeout: wait for
                 # one message, then take what is already fetched, so a write is applied at once.
                 first = consumer.poll(0.1)
@@ -266,13 +230,10 @@ class StoreConsumer:
                     if self._on_progress and not self._ready.is_set() and now - last_report >= self._progress_interval:
                         last_report = now
                         self._on_progress(self.progress())
-                if self._ready.is_set():
-                    catching_up.release()
         except BaseException as exc:
             self.error = exc
             log.exception("The store consumer stopped")
         finally:
-            catching_up.release()
             consumer.close()
 
     def _apply(self, consumer: Consumer, first: Message) -> None:
