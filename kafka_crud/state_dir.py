@@ -40,7 +40,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicCollection
 
-from .connection import Kafka
+from .connection import Kafka, Watermarks
 from .consumer import Progress, StoreConsumer, gc_paused
 from .errors import ConfigError
 from .snapshot import Snapshot, SnapshotHeader, UnusableSnapshotError, read_snapshot, snapshot_path, write_snapshot
@@ -111,17 +111,34 @@ class StateDir:
         self._open(kafka, store.topic)
         started = time.monotonic()
         path = self.snapshot_path()
+        read: list[Snapshot | BaseException] = []
+
+        def load() -> None:
+            try:
+                with gc_paused():  # a million tuples at once: see consumer.gc_paused
+                    read.append(read_snapshot(path))
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for it
+                read.append(exc)
+
+        # The file is read while the topic's facts come from Kafka: round trips overlap the parsing.
+        reader = threading.Thread(target=load, name="kafka-crud-snapshot-load", daemon=True)
+        reader.start()
         try:
-            with gc_paused():  # a million tuples at once: see consumer.gc_paused
-                snapshot = read_snapshot(path)
-            reason = self._unusable(snapshot)
-        except FileNotFoundError:
+            facts = self._facts()
+        finally:
+            reader.join()
+        snapshot = read[0]
+        if isinstance(snapshot, FileNotFoundError):
             self.restored = Restored(False, f"no snapshot in {self.path}")
             log.info("No snapshot of %r in %s: rebuilding from the beginning", self._topic, self.path)
             return None
-        except UnusableSnapshotError as exc:
-            reason = str(exc)
-        if reason is not None:
+        if isinstance(snapshot, UnusableSnapshotError):
+            reason: str | None = str(snapshot)
+        elif isinstance(snapshot, BaseException):
+            raise snapshot
+        else:
+            reason = self._unusable(snapshot, *facts)
+        if reason is not None or not isinstance(snapshot, Snapshot):
             self.restored = Restored(False, f"discarded: {reason}", seconds=time.monotonic() - started)
             log.warning("Discarding the snapshot %s: %s; rebuilding %r from the beginning", path, reason, self._topic)
             return None
@@ -132,6 +149,12 @@ class StateDir:
         log.info("Loaded %d users of %r from %s (%.1f MB) in %.2f s; replaying from offsets %s",
                  snapshot.header.users, self._topic, path, snapshot.size / 1e6, self.restored.seconds, offsets)
         return dict(offsets)
+
+    def _facts(self) -> tuple[float, dict[int, Watermarks]]:
+        """The topic's identity (kept for the snapshots to come), ``delete.retention.ms`` in seconds, watermarks."""
+        assert self._kafka is not None
+        self._identity = self._read_identity()
+        return self._retention_s(), self._kafka.watermarks(self._topic)
 
     def _open(self, kafka: Kafka, topic: str) -> None:
         if self._lock_fd is not None:
@@ -148,7 +171,6 @@ class StateDir:
         self._lock_fd = fd
         for stale in self.path.glob(f"{topic}.snapshot.tmp-*"):  # a write a crash cut short
             stale.unlink(missing_ok=True)
-        self._identity = self._read_identity()
 
     def _read_identity(self) -> tuple[str, str, int]:
         kafka = self._kafka
@@ -164,9 +186,8 @@ class StateDir:
         config = self._kafka.topic_config(self._topic)
         return int(config.get("delete.retention.ms") or DEFAULT_DELETE_RETENTION_MS) / 1000
 
-    def _unusable(self, snapshot: Snapshot) -> str | None:
+    def _unusable(self, snapshot: Snapshot, retention: float, watermarks: dict[int, Watermarks]) -> str | None:
         """Why ``snapshot`` must not be loaded, or None."""
-        assert self._kafka is not None
         assert self._identity is not None
         h = snapshot.header
         cluster, topic_id, partitions = self._identity
@@ -179,7 +200,6 @@ class StateDir:
                     f"re-created since (id {topic_id})")
         if h.partitions != partitions:
             return f"it is of {h.partitions} partitions, the topic has {partitions} now"
-        retention = self._retention_s()
         age = time.time() - h.caught_up_at
         if age < -60:
             return f"it is from {-age:.0f} s in the future: this machine's clock was changed"
@@ -187,7 +207,7 @@ class StateDir:
             return (f"it is {age:.1f} s old, older than the topic's delete.retention.ms ({retention * 1000:.0f} ms) "
                     f"less a {self.margin:.0%} margin: a tombstone written since may have been removed by "
                     "compaction, and the user it deleted would come back")
-        for partition, (low, high) in self._kafka.watermarks(self._topic).items():
+        for partition, (low, high) in watermarks.items():
             offset = h.offsets.get(partition, 0)
             if low > offset:
                 return (f"partition {partition} starts at offset {low} now, past the snapshot's {offset}: "
@@ -201,6 +221,7 @@ class StateDir:
     def keep(self, consumer: StoreConsumer) -> None:
         """Write a snapshot of ``consumer``'s store in the background, every interval and on :meth:`stop`."""
         self._open(consumer.kafka, consumer.topic)
+        self._identity = self._identity or self._read_identity()
         self._consumer = consumer
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kafka-crud-snapshots", daemon=True)
