@@ -29,6 +29,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,10 @@ def _frames(state: StoreState) -> Iterator[bytes]:
                      for k, o in state.outcomes],
     }
     yield marshal.dumps(extra)
-    items = list(state.values.items())
-    for start in range(0, len(items), _USERS_PER_FRAME):
-        # One frame at a time: each dump holds the GIL for milliseconds, not for the whole store.
-        yield marshal.dumps(dict(items[start:start + _USERS_PER_FRAME]))
+    items = iter(state.values.items())
+    # One frame at a time: each dump holds the GIL for milliseconds, not for the whole store.
+    while chunk := dict(islice(items, _USERS_PER_FRAME)):
+        yield marshal.dumps(chunk)
 
 
 def write_snapshot(path: Path, header: SnapshotHeader, state: StoreState) -> int:
