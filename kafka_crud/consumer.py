@@ -38,7 +38,8 @@ class Progress:
     applied: int
     """Offsets applied so far, summed over partitions (including compaction gaps)."""
     total: int
-    """Offsets to apply to be caught up: end offset minus start offset, summed over partitions."""
+    """Offsets to apply to be caught up: the end offset minus where reading started (the log start
+    offset, or a snapshot's offset), summed over partitions."""
     elapsed: float
     """Seconds since the rebuild started."""
 

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka.admin import NewPartitions
 
 from kafka_crud.cli import main
+from kafka_crud.client import UserClient
 from kafka_crud.connection import Kafka
 from kafka_crud.errors import ConfigError
 from kafka_crud.partitioning import partition_for
@@ -327,3 +328,47 @@ def test_state_dir_of_accepts_a_path_or_a_state_dir(tmp_path: Path) -> None:
     made = StateDir.of(tmp_path)
     assert made is not None
     assert made.path == tmp_path
+
+
+def _serve(bootstrap_servers: str, topic: str, state_dir: Path) -> tuple[subprocess.Popen[str], UserClient]:
+    cli = str(Path(sys.executable).with_name("kafka-crud"))
+    proc = subprocess.Popen([cli, "serve", "--port", "0", "--bootstrap-servers", bootstrap_servers, "--topic", topic,
+                             "--state-dir", str(state_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "http://127.0.0.1:" in line, line
+    client = UserClient("http://" + line.split("http://")[1].split()[0])
+    deadline = time.monotonic() + 30
+    while not client.ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, client
+
+
+def test_cli_serve_with_a_state_dir_writes_its_snapshot_on_sigterm_and_restarts_from_it(
+    bootstrap_servers: str, kafka: Kafka, topic: str, tmp_path: Path
+) -> None:
+    proc, client = _serve(bootstrap_servers, topic, tmp_path)
+    try:
+        assert client.put("ada@example.com", "Ada").status == 201
+        assert client.put("bob@example.com", "Bob").status == 201
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    snapshot = read_snapshot(snapshot_path(tmp_path, topic))
+    assert set(snapshot.state.values) == {b"ada@example.com", b"bob@example.com"}
+    with UserProducer(kafka, topic=topic) as other:
+        other.delete("bob@example.com")
+    proc, client = _serve(bootstrap_servers, topic, tmp_path)
+    try:
+        assert client.get("ada@example.com").status == 200
+        assert client.get("bob@example.com").status == 404
+        assert client.request("GET", "/readyz").status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert read_snapshot(snapshot_path(tmp_path, topic)).header.offsets != snapshot.header.offsets
