@@ -25,6 +25,7 @@ from kafka_crud.errors import ConfigError
 from kafka_crud.partitioning import partition_for
 from kafka_crud.producer import UserProducer
 from kafka_crud.records import User
+from kafka_crud.server import serve_in_thread
 from kafka_crud.service import UserService
 from kafka_crud.snapshot import MAGIC, UnusableSnapshotError, read_snapshot, snapshot_path
 from kafka_crud.state_dir import StateDir
@@ -319,6 +320,11 @@ def test_a_snapshot_older_than_delete_retention_is_discarded_and_no_deleted_user
 def test_state_dir_does_not_go_with_a_group(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--group", "g", "--state-dir", os.devnull]) == 2
     assert "--state-dir keeps the whole table, without --group" in capsys.readouterr().err
+
+
+def test_state_dir_does_not_go_with_a_group_in_python_either(kafka: Kafka, topic: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not with group="):
+        serve_in_thread(kafka, topic=topic, group="g", state_dir=tmp_path)
 
 
 def test_state_dir_of_accepts_a_path_or_a_state_dir(tmp_path: Path) -> None:
