@@ -109,6 +109,7 @@ def bench_snapshot(servers: str, quick: bool, workdir: Path, load_users: Callabl
     from kafka_crud.connection import Kafka
     from kafka_crud.snapshot import snapshot_path
 
+    load_at_start = _loadavg()
     n = users or (10_000 if quick else 1_000_000)
     repeats = repeats or (1 if quick else 3)
     topic = f"bench-snapshot-{n}-{uuid.uuid4().hex[:6]}"
@@ -139,7 +140,15 @@ def bench_snapshot(servers: str, quick: bool, workdir: Path, load_users: Callabl
     return {"users": n, "changes": changes, "deletes": sum(v is None for v in expected.values()),
             "snapshot_mb": round(aside.stat().st_size / 1e6, 1), "snapshot_age_s": round(time.monotonic() - stopped_at),
             "full_rebuild_s": round(full, 3), "from_snapshot_s": round(fast, 3), "ratio": round(fast / full, 3),
-            "samples": {k: [round(s, 3) for s in v] for k, v in rows.items()}, "changes_not_visible": max(missed)}
+            "samples": {k: [round(s, 3) for s in v] for k, v in rows.items()}, "changes_not_visible": max(missed),
+            "loadavg": [load_at_start, _loadavg()]}
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(float(Path("/proc/loadavg").read_text().split()[0]), 2)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def render(block: dict[str, Any]) -> list[str]:
@@ -148,7 +157,8 @@ def render(block: dict[str, Any]) -> list[str]:
     return [
         "### Restart from a snapshot (--state-dir)", "",
         f"{block['users']:,} users, {block['changes']:,} changes since the snapshot ({block['deletes']} of them "
-        f"deletes); snapshot {block['snapshot_mb']} MB. Process start to ready, medians, interleaved:", "",
+        f"deletes); snapshot {block['snapshot_mb']} MB. Process start to ready, medians, interleaved; "
+        f"load average {block['loadavg'][0]} at the start, {block['loadavg'][1]} at the end:", "",
         "| start | seconds (median) | runs (s) |", "|---|---:|---|",
         *(f"| {kind} | {statistics.median(s):.3f} | {', '.join(f'{x:.2f}' for x in s)} |"
           for kind, s in block["samples"].items()),
