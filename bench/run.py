@@ -742,6 +742,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": f"broker RSS <= {BROKER_RSS_MB:g} MB",
                      "measured": f"{broker['rss_after_start_mb']} MB after start, {broker['peak_rss_mb']} MB peak",
                      "met": broker["peak_rss_mb"] <= BROKER_RSS_MB})
+    if results.get("snapshot"):
+        from snapshot import targets as snapshot_targets
+
+        rows += snapshot_targets(results["snapshot"])
     return rows
 
 
@@ -823,6 +827,11 @@ def render_markdown(results: dict[str, Any]) -> str:
 
         out += render(results["instances"])
 
+    if results.get("snapshot"):
+        from snapshot import render as render_snapshot
+
+        out += render_snapshot(results["snapshot"])
+
     out += ["### Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in results.get("targets", []):
         out.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'n/a' if t['met'] is None else 'NO'} |")
@@ -847,8 +856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=10,000, one repetition, short bounds")
     parser.add_argument("--sizes", default=None, help="comma-separated user counts (default 100000,1000000)")
     parser.add_argument("--repeats", type=int, default=None, help="rebuilds per implementation (default 3)")
-    parser.add_argument("--only", default="rebuild,http,broker,notebooks,instances",
-                        help="comma-separated parts to run: rebuild, http, broker, notebooks, instances")
+    parser.add_argument("--only", default="rebuild,http,broker,notebooks,instances,snapshot",
+                        help="comma-separated parts to run: rebuild, http, broker, notebooks, instances, snapshot")
     parser.add_argument("--profile", action="store_true", help="also profile a kafka-crud rebuild with py-spy")
     parser.add_argument("--bootstrap-servers", default=None,
                         help="use this broker instead of starting one (broker figures are then skipped)")
@@ -935,6 +944,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from instances import bench_instances
 
             results["instances"] = bench_instances(servers, quick, workdir, load_users)
+        if "snapshot" in parts:
+            from snapshot import bench_snapshot
+
+            results["snapshot"] = bench_snapshot(servers, quick, workdir, load_users)
         if compaction_bg is not None:
             log("waiting for the compaction measurement with the teaching settings")
             teaching = compaction_bg.join(compaction_bound + 180)
@@ -958,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render_markdown(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown + "\n")
-    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks", "instances"}:
+    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks", "instances", "snapshot"}:
         update_doc(markdown)
     print(markdown)
     return 1 if "error" in results else 0

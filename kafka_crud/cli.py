@@ -3,6 +3,7 @@
     kafka-crud broker [--port N] [--data-dir DIR] [--nodes 3]   a real Kafka broker (or cluster) in the foreground
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud serve  --group NAME [--advertise URL] [--instance ID]   one instance of the partitioned design
+    kafka-crud serve  --state-dir DIR [--snapshot-interval S]   restart from a local snapshot
     kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
     kafka-crud compact [--topic user] [--force]       one log-cleaner pass, now
     kafka-crud lab    [JUPYTER OPTIONS...]            JupyterLab with a broker beside it
@@ -246,6 +247,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.group and (args.advertise or args.instance):
         print("kafka-crud serve: --advertise and --instance go with --group NAME", file=sys.stderr)
         return 2
+    if args.group and args.state_dir:
+        print("kafka-crud serve: --state-dir keeps the whole table, without --group (an instance of a group "
+              "holds only its partitions)", file=sys.stderr)
+        return 2
+    if args.state_dir:
+        from .state_dir import StateDir
+
+        group = {"state_dir": StateDir(args.state_dir, interval=args.snapshot_interval)}
     with _stop_on_sigterm(), _broker_unless_configured(args.bootstrap_servers) as servers:
         handle = serve_in_thread(
             Kafka(servers), topic=args.topic, host=args.host, port=args.port, wait_ready=None,
@@ -324,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --group: the URL other instances redirect to (default: http://HOST:PORT)")
     p.add_argument("--instance", default=None,
                    help="with --group: the group.instance.id, the same after a restart (default: from the URL)")
+    p.add_argument("--state-dir", default=None,
+                   help="keep a snapshot of the users here and restart from it, replaying only what changed since")
+    p.add_argument("--snapshot-interval", type=float, default=60.0,
+                   help="with --state-dir: seconds between snapshots (default 60; at most half of delete.retention.ms)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("log", help="every record now in a topic, oldest first per partition")

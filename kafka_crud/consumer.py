@@ -12,7 +12,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,7 +38,8 @@ class Progress:
     applied: int
     """Offsets applied so far, summed over partitions (including compaction gaps)."""
     total: int
-    """Offsets to apply to be caught up: end offset minus start offset, summed over partitions."""
+    """Offsets to apply to be caught up: the end offset minus where reading started (the log start
+    offset, or a snapshot's offset), summed over partitions."""
     elapsed: float
     """Seconds since the rebuild started."""
 
@@ -118,6 +119,9 @@ class StoreConsumer:
 
     ``paused=True`` starts it paused: it assigns the partitions but applies nothing until
     :meth:`resume` (an instance still rebuilding, for demos).
+
+    ``start_offsets`` ({partition: offset}, from a snapshot the store was loaded with: see
+    :mod:`kafka_crud.snapshot`) starts those partitions there instead of at the beginning.
     """
 
     def __init__(
@@ -128,8 +132,10 @@ class StoreConsumer:
         on_progress: Callable[[Progress], None] | None = None,
         progress_interval: float = 1.0,
         paused: bool = False,
+        start_offsets: Mapping[int, int] | None = None,
     ) -> None:
         self.store = store
+        self._start_offsets = dict(start_offsets or {})
         self.topic = store.topic
         self.kafka = Kafka.of(kafka)
         self._on_progress = on_progress
@@ -148,9 +154,13 @@ class StoreConsumer:
         """The exception that ended the consumer thread, if any."""
 
     def start(self) -> StoreConsumer:
-        """Take the end offsets, assign every partition from the beginning, start consuming."""
+        """Take the end offsets, assign every partition from the beginning (or its start offset), start consuming."""
         self._targets = self.kafka.watermarks(self.topic)
+        starts = self._start_offsets
         consumer = self.kafka.consumer(**{
+            # From a snapshot's offsets: an offset no longer in the log is an error, never a silent
+            # jump to the end (librdkafka's default, "latest", would skip the records in between).
+            **({"auto.offset.reset": "error"} if starts else {}),
             "fetch.wait.max.ms": 100,
             # librdkafka stops fetching once queued.min.messages (100,000) wait in its queue, then
             # checks again after fetch.queue.backoff.ms, 1 s by default: a rebuild drains the queue
@@ -164,7 +174,7 @@ class StoreConsumer:
                 # finds no leader, and librdkafka retries its offset query on a 500 ms timer (its
                 # debug log: "no current leader for partition"). Half a second of every start.
                 consumer.list_topics(self.topic, timeout=self.kafka.timeout)
-                consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._targets])
+                consumer.assign([TopicPartition(self.topic, p, starts.get(p, OFFSET_BEGINNING)) for p in self._targets])
         except BaseException:
             consumer.close()
             raise
@@ -194,8 +204,9 @@ class StoreConsumer:
 
     def progress(self) -> Progress:
         applied = self.store.applied()
-        done = sum(min(applied.get(p, low), high) - low for p, (low, high) in self._targets.items())
-        total = sum(high - low for low, high in self._targets.values())
+        first = {p: max(low, self._start_offsets.get(p, low)) for p, (low, _) in self._targets.items()}
+        done = sum(min(applied.get(p, first[p]), high) - first[p] for p, (_, high) in self._targets.items())
+        total = sum(max(high - first[p], 0) for p, (_, high) in self._targets.items())
         return Progress(max(done, 0), total, time.monotonic() - self._started)
 
     def _check_ready(self) -> None:

@@ -184,6 +184,11 @@ class IdempotencyIndex:
             while len(self._known) > self.max_keys:
                 self._known.popitem(last=False)
 
+    def outcomes(self) -> list[tuple[str, Outcome]]:
+        """Every key known and its outcome, the least recently applied first (a snapshot's copy)."""
+        with self._lock:
+            return list(self._known.items())
+
     def lookup(self, key: str) -> Outcome | None:
         """The outcome of ``key`` within the window, or None."""
         with self._lock:

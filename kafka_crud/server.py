@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from . import running
 from .connection import DEFAULT_TOPIC, KafkaLike
-from .errors import NotOwnerError, ValidationError
+from .errors import ConfigError, NotOwnerError, ValidationError
 from .httpserver import HTTPError, JSONHandler, JSONServer, Reply, single
 from .idempotency import parse_idempotency_key
 from .openapi import openapi_document
@@ -277,6 +277,10 @@ def serve_in_thread(
     if service is None:
         if group is not None:
             from .partitioned import PartitionedService
+
+            if service_options.get("state_dir") is not None:
+                raise ConfigError("state_dir keeps a snapshot of the whole table: not with group= (an instance "
+                                  "of a group holds only its partitions)")
 
             service = PartitionedService(kafka, group=group, url=advertise, topic=topic, **service_options)
         else:

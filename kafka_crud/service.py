@@ -33,6 +33,7 @@ from .partitioning import partition_for
 from .positions import Positions, applied_positions, format_positions
 from .producer import UserProducer
 from .records import Position, User, validate_email
+from .state_dir import StateDir, StatePath, start_consumer
 from .store import StoredUser, UserStore
 
 __all__ = ["Read", "UserService", "Written"]
@@ -52,6 +53,7 @@ class UserService:
             it, and answer a read with ``min_positions`` only once they are applied. False is the
             article's behaviour (no wait, ``Kafka-Min-Position`` ignored), kept to show its stale reads.
         paused: start with the consumer paused (see :meth:`StoreConsumer.pause`), for demos.
+        state_dir: keep a snapshot of the store there, and restart from it (:mod:`kafka_crud.state_dir`).
     """
 
     def __init__(
@@ -64,8 +66,10 @@ class UserService:
         on_progress: Callable[[Progress], None] | None = None,
         read_your_writes: bool = True,
         paused: bool = False,
+        state_dir: StatePath = None,
     ) -> None:
         self.kafka = Kafka.of(kafka)
+        self.state_dir = StateDir.of(state_dir)
         self.read_your_writes = read_your_writes
         self._paused = paused
         self.topic = topic
@@ -89,14 +93,15 @@ class UserService:
         """Create the topic if needed, start rebuilding the store; returns before it is caught up."""
         self.partition_count = self.kafka.ensure_topic(self.topic, partitions=self.partitions)
         self._producer = UserProducer(self.kafka, topic=self.topic, timeout=self.write_timeout)
-        self._consumer = StoreConsumer(
-            self.store, self.kafka, on_progress=self._on_progress, paused=self._paused
-        ).start()
+        self._consumer = start_consumer(self.store, self.kafka, self.state_dir, on_progress=self._on_progress,
+                                        paused=self._paused)
         running.track(self, servers=self.kafka.bootstrap_servers, topic=self.topic)
         return self
 
     def stop(self) -> None:
         running.untrack(self)
+        if self.state_dir:
+            self.state_dir.stop()  # a last snapshot, while the consumer still runs
         if self._consumer is not None:
             self._consumer.stop()
         if self._producer is not None:

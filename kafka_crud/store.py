@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import NotReadyError
-from .idempotency import IdempotencyIndex
+from .idempotency import IdempotencyIndex, Outcome
 from .positions import reached
 from .records import LogRecord, Position, User
 
-__all__ = ["UserStore", "StoredUser"]
+__all__ = ["StoreState", "UserStore", "StoredUser"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,20 @@ class StoredUser:
     """The decoded user."""
     position: Position
     """Where its latest version is in the log; its ETag."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Everything a store holds, for a snapshot (:mod:`kafka_crud.snapshot`)."""
+
+    applied: dict[int, int]
+    """Per partition, the next offset to apply: the state holds at least every record before it."""
+    values: dict[bytes, tuple[bytes, int, int]]
+    """Per key, its latest JSON value with the partition and offset of its record."""
+    invalid: dict[bytes, tuple[int, int]]
+    """Keys whose latest record is not a JSON user: the partition and offset of that record."""
+    outcomes: list[tuple[str, Outcome]]
+    """The idempotency keys known, oldest first."""
 
 
 class UserStore:
@@ -143,6 +157,31 @@ class UserStore:
         """Wake every :meth:`wait_until`, to check its condition again (something else changed)."""
         with self._changed:
             self._changed.notify_all()
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def export_state(self) -> StoreState:
+        """A copy of the store's state, for a snapshot; any thread may call it while records are applied.
+
+        The applied offsets are read first, the users after them: a batch applied in between
+        leaves records past those offsets in the copy, and applying the tail again from them
+        redoes those records in log order, which leaves the same state. Each dict is copied in
+        one step (in CPython, ``dict.copy`` runs under the GIL), so none holds half a record.
+        """
+        applied = self.applied()
+        values = self._values.copy()
+        invalid = {key: (p.partition, p.offset) for key, p in self.invalid.copy().items()}
+        return StoreState(applied, values, invalid, self.idempotency.outcomes())
+
+    def load_state(self, state: StoreState) -> None:
+        """Start from ``state`` (a snapshot's): call it on an empty store, before any record is applied."""
+        if self._values or self._applied:
+            raise RuntimeError("load_state() needs an empty store, before its consumer starts")
+        self._values = state.values
+        self.invalid = {key: Position(self.topic, p, o) for key, (p, o) in state.invalid.items()}
+        for key, outcome in state.outcomes:
+            self.idempotency.remember(key, outcome)
+        for partition, next_offset in state.applied.items():
+            self.advance(partition, next_offset)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, email: str) -> StoredUser | None:
