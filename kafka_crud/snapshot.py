@@ -6,7 +6,8 @@ decides when one may be used). The file, ``<topic>.snapshot`` in the state direc
     8 bytes   b"KCSNAP1\\n"                    what the file is
     4 + 4     header length, its CRC-32        big-endian
     header    JSON: format, topic, topic id, cluster id, partitions, offsets, times, payload size and CRC-32
-    payload   frames, each a 4-byte length and a :mod:`marshal` dump (users 50,000 at a time)
+    payload   4-byte length and a :mod:`marshal` dump of the invalid keys and idempotency keys,
+              then the users: a :class:`~kafka_crud.table.SortedTable`, used in place on start
 
 It is written to a temporary file in the same directory, flushed to disk (``fsync``), renamed
 over the old one (``os.replace``, atomic on POSIX) and the directory flushed too: a crash in
@@ -29,23 +30,22 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from .idempotency import Outcome
 from .records import Position
-from .store import StoreState
+from .store import StoreState, sorted_users
+from .table import SortedTable, pack_table, table_size
 
 __all__ = ["FORMAT", "MAGIC", "Snapshot", "SnapshotHeader", "UnusableSnapshotError", "read_snapshot",
            "snapshot_path", "write_snapshot"]
 
 MAGIC = b"KCSNAP1\n"
-#: The snapshot format this code writes and reads.
-FORMAT = 1
+#: The snapshot format this code writes and reads (1: the users as marshal frames).
+FORMAT = 2
 _PREFIX = struct.Struct(">II")
 _FRAME = struct.Struct(">I")
-_USERS_PER_FRAME = 50_000
 
 
 class UnusableSnapshotError(Exception):
@@ -87,17 +87,18 @@ def snapshot_path(state_dir: str | os.PathLike[str], topic: str) -> Path:
     return Path(state_dir) / f"{topic}.snapshot"
 
 
-def _frames(state: StoreState) -> Iterator[bytes]:
-    extra = {
+def _frames(state: StoreState, users: int) -> Iterator[bytes]:
+    extra = marshal.dumps({
         "invalid": state.invalid,
         "outcomes": [(k, o.fingerprint, o.status, o.position.partition, o.position.offset, o.written)
                      for k, o in state.outcomes],
-    }
-    yield marshal.dumps(extra)
-    items = iter(state.values.items())
-    # One frame at a time: each dump holds the GIL for milliseconds, not for the whole store.
-    while chunk := dict(islice(items, _USERS_PER_FRAME)):
-        yield marshal.dumps(chunk)
+    })
+    yield _FRAME.pack(len(extra))
+    yield extra
+    table = pack_table(sorted_users(state.values))
+    if table_size(table) != users:
+        raise ValueError(f"the store changed while it was copied: {table_size(table)} users, {users} counted")
+    yield from table
 
 
 def write_snapshot(path: Path, header: SnapshotHeader, state: StoreState) -> int:
@@ -115,11 +116,10 @@ def write_snapshot(path: Path, header: SnapshotHeader, state: StoreState) -> int
                       "caught_up_at": header.caught_up_at, "written_at": time.time(), "users": header.users}
             reserved = len(_header_bytes({**fields, "payload_bytes": 2**63, "payload_crc32": 2**32}))
             out.seek(len(MAGIC) + _PREFIX.size + reserved)
-            for frame in _frames(state):
-                for part in (_FRAME.pack(len(frame)), frame):
-                    out.write(part)
-                    payload_crc = zlib.crc32(part, payload_crc)
-                    payload_size += len(part)
+            for part in _frames(state, header.users):
+                out.write(part)
+                payload_crc = zlib.crc32(part, payload_crc)
+                payload_size += len(part)
             encoded = _header_bytes({**fields, "payload_bytes": payload_size, "payload_crc32": payload_crc})
             encoded = encoded.ljust(reserved)  # JSON allows trailing spaces
             out.seek(0)
@@ -156,8 +156,14 @@ def read_snapshot(path: Path) -> Snapshot:
         size = os.fstat(f.fileno()).st_size
         if size < len(MAGIC) + _PREFIX.size:
             raise UnusableSnapshotError(f"it is truncated ({size} bytes, shorter than any snapshot)")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _parse(data, size)
+        # The users stay where they are: the store reads them from this mapping for as long as it
+        # lives (a later snapshot replaces the file by a rename; the mapping keeps the old one).
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _parse(data, size)
+    except BaseException:
+        data.close()
+        raise
 
 
 def _parse(data: mmap.mmap, size: int) -> Snapshot:
@@ -192,7 +198,7 @@ def _parse(data: mmap.mmap, size: int) -> Snapshot:
             partitions=int(fields["partitions"]), offsets={int(p): int(o) for p, o in fields["offsets"].items()},
             caught_up_at=float(fields["caught_up_at"]), users=int(fields["users"]),
         )
-        state = _state(header, payload)
+        state = _state(header, data, start + header_size)
     except (KeyError, TypeError, ValueError, EOFError, struct.error) as exc:
         raise UnusableSnapshotError(f"it cannot be read ({type(exc).__name__}: {exc})") from None
     finally:
@@ -202,25 +208,19 @@ def _parse(data: mmap.mmap, size: int) -> Snapshot:
     return Snapshot(header, state, size)
 
 
-def _state(header: SnapshotHeader, payload: memoryview) -> StoreState:
-    frames: list[memoryview] = []
-    at = 0
-    while at < len(payload):
-        (length,) = _FRAME.unpack_from(payload, at)
-        frames.append(payload[at + _FRAME.size:at + _FRAME.size + length])
-        at += _FRAME.size + length
-    if not frames or at != len(payload):
-        for frame in frames:
-            frame.release()
-        raise ValueError("its frames do not add up to its payload")
+def _state(header: SnapshotHeader, data: mmap.mmap, at: int) -> StoreState:
+    """The state in ``data`` from ``at``: the marshal frame, then the users' table, used in place."""
+    (length,) = _FRAME.unpack_from(data, at)
+    at += _FRAME.size
+    if at + length > len(data):
+        raise ValueError("its first frame runs past its end")
+    extra = marshal.loads(data[at:at + length])
+    view = memoryview(data)[at + length:]
     try:
-        extra = marshal.loads(frames[0])
-        values: dict[bytes, tuple[bytes, int, int]] = marshal.loads(frames[1]) if len(frames) > 1 else {}
-        for frame in frames[2:]:
-            values.update(marshal.loads(frame))
-    finally:
-        for frame in frames:
-            frame.release()
+        values = SortedTable(view)
+    except BaseException:
+        view.release()  # else the mapping could not be closed
+        raise
     outcomes = [(k, Outcome(fp, status, Position(header.topic, p, o), written))
                 for k, fp, status, p, o, written in extra["outcomes"]]
     return StoreState(dict(header.offsets), values, dict(extra["invalid"]), outcomes)

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,9 @@ from .errors import NotReadyError
 from .idempotency import IdempotencyIndex, Outcome
 from .positions import reached
 from .records import LogRecord, Position, User
+from .table import Entry, SortedTable
 
-__all__ = ["StoreState", "UserStore", "StoredUser"]
+__all__ = ["MergedUsers", "StoreState", "UserStore", "StoredUser", "sorted_users"]
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,59 @@ class StoreState:
 
     applied: dict[int, int]
     """Per partition, the next offset to apply: the state holds at least every record before it."""
-    values: dict[bytes, tuple[bytes, int, int]]
+    values: dict[bytes, Entry] | SortedTable | MergedUsers
     """Per key, its latest JSON value with the partition and offset of its record."""
     invalid: dict[bytes, tuple[int, int]]
     """Keys whose latest record is not a JSON user: the partition and offset of that record."""
     outcomes: list[tuple[str, Outcome]]
     """The idempotency keys known, oldest first."""
+
+
+class MergedUsers:
+    """The users of a store that started from a snapshot's table: the table, and the changes above it."""
+
+    def __init__(self, base: SortedTable, changes: dict[bytes, Entry | None]) -> None:
+        self.base = base
+        self.changes = changes
+        """Per key changed since the table, its entry, or None: deleted (or not a user) since."""
+
+    def get(self, key: bytes) -> Entry | None:
+        entry = self.changes.get(key, _UNCHANGED)
+        return self.base.get(key) if entry is _UNCHANGED else entry  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        base = self.base
+        return len(base) + sum((entry is not None) - (key in base) for key, entry in self.changes.items())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (key for key, _ in self.items())
+
+    def items(self) -> Iterator[tuple[bytes, Entry]]:
+        """Every (key, entry), in key order: the table's and the changes', merged in one pass."""
+        changes = sorted(self.changes.items())
+        i = 0
+        for key, entry in self.base.items():
+            while i < len(changes) and changes[i][0] < key:
+                if (changed := changes[i][1]) is not None:
+                    yield changes[i][0], changed
+                i += 1
+            if i < len(changes) and changes[i][0] == key:
+                if (changed := changes[i][1]) is not None:
+                    yield key, changed
+                i += 1
+            else:
+                yield key, entry
+        for key, changed in changes[i:]:
+            if changed is not None:
+                yield key, changed
+
+
+_UNCHANGED = object()
+
+
+def sorted_users(values: dict[bytes, Entry] | SortedTable | MergedUsers) -> Iterator[tuple[bytes, Entry]]:
+    """Every (key, entry) of ``values``, in key order."""
+    return iter(sorted(values.items())) if isinstance(values, dict) else values.items()
 
 
 class UserStore:
@@ -58,7 +106,10 @@ class UserStore:
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
-        self._values: dict[bytes, tuple[bytes, int, int]] = {}
+        # Every user; or, once started from a snapshot's table (``_base``), the changes above it,
+        # None for a key deleted since: the restart then builds no object per user of the table.
+        self._values: dict[bytes, Entry | None] = {}
+        self._base: SortedTable | None = None
         self._applied: dict[int, int] = {}
         self._changed = threading.Condition()
         self.invalid: dict[bytes, Position] = {}
@@ -70,20 +121,21 @@ class UserStore:
     def apply_batch(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> None:
         """Apply (key, value, offset) records of one partition, in offset order."""
         values = self._values
+        remove = values.pop if self._base is None else self._shadow
         last = -1
         for key, value, offset in records:
             last = offset
             if key is None:
                 continue
             if value is None:
-                values.pop(key, None)
+                remove(key, None)
                 self.invalid.pop(key, None)
             elif value[:1] == b"{":
                 values[key] = (value, partition, offset)
                 if self.invalid:
                     self.invalid.pop(key, None)
             else:
-                values.pop(key, None)
+                remove(key, None)
                 self.invalid[key] = Position(self.topic, partition, offset)
         if last >= 0:
             self.advance(partition, last + 1)
@@ -101,6 +153,7 @@ class UserStore:
         message's accessors called once each, no per-record tuple except the one stored.
         """
         values = self._values
+        remove = values.pop if self._base is None else self._shadow
         invalid = self.invalid
         last: dict[int, int] = {}
         special: list[Any] = []
@@ -115,18 +168,22 @@ class UserStore:
             if key is not None:
                 value = msg.value()
                 if value is None:
-                    values.pop(key, None)
+                    remove(key, None)
                     invalid.pop(key, None)
                 elif value[:1] == b"{":
                     values[key] = (value, partition, offset)
                     if invalid:
                         invalid.pop(key, None)
                 else:
-                    values.pop(key, None)
+                    remove(key, None)
                     invalid[key] = Position(self.topic, partition, offset)
             if msg.headers():
                 special.append(msg)
         return last, special
+
+    def _shadow(self, key: bytes, _: None = None) -> None:
+        """Remove ``key`` when the store has a table under it: mark it gone in the changes."""
+        self._values[key] = None
 
     def apply(self, record: LogRecord) -> None:
         """Apply one record."""
@@ -143,8 +200,12 @@ class UserStore:
         """Forget every user, key and applied offset of ``partition`` (it moved to another instance).
 
         Call it from the thread that applies records, so that no batch of it is being applied.
+        Only for a store that did not start from a snapshot's table (the partitioned design,
+        which keeps no snapshots).
         """
-        for key in [k for k, (_, p, _) in self._values.items() if p == partition]:
+        if self._base is not None:
+            raise RuntimeError("drop_partition() on a store started from a snapshot: it holds every partition")
+        for key in [k for k, entry in self._values.items() if entry is not None and entry[1] == partition]:
             self._values.pop(key, None)
         for key in [k for k, position in self.invalid.items() if position.partition == partition]:
             self.invalid.pop(key, None)
@@ -168,15 +229,21 @@ class UserStore:
         one step (in CPython, ``dict.copy`` runs under the GIL), so none holds half a record.
         """
         applied = self.applied()
-        values = self._values.copy()
+        base, changes = self._base, self._values.copy()
+        values = MergedUsers(base, changes) if base is not None else self._users(changes)
         invalid = {key: (p.partition, p.offset) for key, p in self.invalid.copy().items()}
         return StoreState(applied, values, invalid, self.idempotency.outcomes())
 
     def load_state(self, state: StoreState) -> None:
         """Start from ``state`` (a snapshot's): call it on an empty store, before any record is applied."""
-        if self._values or self._applied:
+        if self._values or self._applied or self._base is not None:
             raise RuntimeError("load_state() needs an empty store, before its consumer starts")
-        self._values = state.values
+        if isinstance(state.values, SortedTable):
+            self._base = state.values
+        elif isinstance(state.values, MergedUsers):
+            self._base, self._values = state.values.base, dict(state.values.changes)
+        else:
+            self._values = dict(state.values)
         self.invalid = {key: Position(self.topic, p, o) for key, (p, o) in state.invalid.items()}
         for key, outcome in state.outcomes:
             self.idempotency.remember(key, outcome)
@@ -187,13 +254,25 @@ class UserStore:
     def get(self, email: str) -> StoredUser | None:
         """The user with this email, or None if absent (never written, deleted, or not a valid user)."""
         key = email.encode("utf-8", "surrogatepass")
-        entry = self._values.get(key)
-        if entry is None:
-            return None
-        stored = self._decode(key, entry)
-        return stored
+        entry = self._entry(key)
+        return None if entry is None else self._decode(key, entry)
 
-    def _decode(self, key: bytes, entry: tuple[bytes, int, int]) -> StoredUser | None:
+    def _entry(self, key: bytes) -> Entry | None:
+        entry = self._values.get(key, _UNCHANGED)
+        if entry is _UNCHANGED:
+            return self._base.get(key) if self._base is not None else None
+        return entry  # type: ignore[return-value]
+
+    @staticmethod
+    def _users(values: dict[bytes, Entry | None]) -> dict[bytes, Entry]:
+        # Without a table under it, the store never holds None: removing a key pops it.
+        return values  # type: ignore[return-value]
+
+    def _all(self) -> dict[bytes, Entry] | MergedUsers:
+        base = self._base
+        return self._users(self._values) if base is None else MergedUsers(base, self._values.copy())
+
+    def _decode(self, key: bytes, entry: Entry) -> StoredUser | None:
         value, partition, offset = entry
         try:
             user = User.from_dict(json.loads(value), email=key.decode())
@@ -204,14 +283,13 @@ class UserStore:
 
     def users(self) -> list[StoredUser]:
         """Every user, sorted by email."""
-        entries = sorted(self._values.items())
-        return [s for key, entry in entries if (s := self._decode(key, entry)) is not None]
+        return [s for key, entry in sorted_users(self._all()) if (s := self._decode(key, entry)) is not None]
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._all())
 
     def __contains__(self, email: object) -> bool:
-        return isinstance(email, str) and email.encode() in self._values
+        return isinstance(email, str) and self._entry(email.encode("utf-8", "surrogatepass")) is not None
 
     def applied(self) -> dict[int, int]:
         """Per partition, the next offset to apply (everything before it is applied), by partition."""

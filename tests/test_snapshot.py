@@ -27,7 +27,7 @@ from kafka_crud.producer import UserProducer
 from kafka_crud.records import User
 from kafka_crud.server import serve_in_thread
 from kafka_crud.service import UserService
-from kafka_crud.snapshot import MAGIC, UnusableSnapshotError, read_snapshot, snapshot_path
+from kafka_crud.snapshot import FORMAT, MAGIC, UnusableSnapshotError, read_snapshot, snapshot_path
 from kafka_crud.state_dir import StateDir
 
 pytestmark = pytest.mark.broker
@@ -123,7 +123,7 @@ def _other_topic(kafka: Kafka, topic: str, path: Path, make: Callable[..., str])
 @pytest.mark.parametrize(("change", "reason"), [
     ("other topic", "it is of topic"),
     ("other cluster", "it is of another cluster"),
-    ("format", "it has format 2: this version reads format 1"),
+    ("format", f"it has format {FORMAT + 1}: this version reads format {FORMAT}"),
     ("marshal", "marshal format"),
     ("too old", "older than the topic's delete.retention.ms"),
     ("ahead of the log", "before the snapshot's"),
@@ -143,7 +143,7 @@ def test_a_snapshot_that_may_not_reflect_this_log_is_discarded_with_its_reason(
     elif change == "other cluster":
         _rewrite_header(path, cluster_id="AAAAAAAAAAAAAAAAAAAAAA")
     elif change == "format":
-        _rewrite_header(path, format=2)
+        _rewrite_header(path, format=FORMAT + 1)
     elif change == "marshal":
         _rewrite_header(path, marshal=1)
     elif change == "too old":
@@ -226,13 +226,13 @@ def test_a_snapshot_whose_records_were_deleted_from_the_log_is_discarded(
 
 
 _CRASHING_WRITER = """
-import os, sys, time
+import dataclasses, os, sys, time
 from pathlib import Path
 from kafka_crud import snapshot
 from kafka_crud.idempotency import Outcome
 from kafka_crud.store import StoreState
-header = snapshot.read_snapshot(Path(sys.argv[1])).header
 values = {f"u{i}@example.com".encode(): (b'{"name":"x"}', 0, i) for i in range(200_000)}
+header = dataclasses.replace(snapshot.read_snapshot(Path(sys.argv[1])).header, users=len(values))
 def crash(fd):  # everything written, not yet flushed to disk nor renamed: the process dies here
     print("writing", flush=True)
     time.sleep(60)
