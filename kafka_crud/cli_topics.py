@@ -145,7 +145,7 @@ def _json_bytes(raw: bytes | None, name: str) -> tuple[str, str, str]:
     kind = value_kind(raw)
     if raw is None:
         return "null", kind, ""
-    if kind in ("text", "empty"):  # empty, or text that starts with a NUL byte
+    if kind in ("text", "empty"):
         return encode_basestring(raw.decode()), kind, ""
     found = schema_id(raw)
     return f'"{raw.hex()}"', kind, (f', "{name}_schema_id": {found}' if found is not None else "")

@@ -182,6 +182,12 @@ class LogReader:
                 consumer.assign([TopicPartition(topic, span.partition, start)])
             for batch in self._read_span(consumer, topic, span, deadline, timeout):
                 yield span, batch
+            # What is still queued for this assignment (an end-of-partition event, records beyond
+            # the span) must not reach the next read, which may be of the same partition.
+            with self.errors(f"reading {topic!r}"):
+                consumer.unassign()
+                while consumer.consume(num_messages=BATCH, timeout=0):
+                    pass
 
     def _read_span(
         self, consumer: Consumer, topic: str, span: LogSpan, deadline: float, timeout: float,

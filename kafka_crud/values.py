@@ -11,7 +11,8 @@ what it is instead of failing or printing mojibake:
   then the payload. The kit recognises the framing only (schema ids start at 1); it does not ask
   a registry, so bytes that merely look framed (a big-endian number with a leading zero byte,
   say) are shown as framed too.
-- ``text``: valid UTF-8 (JSON included).
+- ``text``: valid UTF-8 without a NUL byte (JSON included). A NUL byte is valid UTF-8, but
+  text hardly ever holds one, and numbers and other binary encodings usually do.
 - ``binary``: anything else, shown as a hex preview.
 """
 
@@ -37,13 +38,13 @@ def schema_id(raw: bytes | None) -> int | None:
 
 
 def value_kind(raw: bytes | None) -> ValueKind:
-    """``null``, ``empty``, ``schema-registry``, ``text`` (valid UTF-8) or ``binary``, in that order."""
+    """``null``, ``empty``, ``schema-registry``, ``text`` (UTF-8, no NUL byte) or ``binary``, in that order."""
     if raw is None:
         return "null"
     if not raw:
         return "empty"
-    if raw[0] == 0 and schema_id(raw) is not None:
-        return "schema-registry"
+    if b"\0" in raw:
+        return "schema-registry" if schema_id(raw) is not None else "binary"
     try:
         raw.decode()
     except UnicodeDecodeError:
@@ -66,11 +67,12 @@ def shown(raw: bytes | None) -> str | None:
     """
     if raw is None:
         return None
-    if raw and raw[0] == 0:
-        found = schema_id(raw)
-        if found is not None:
-            return f"schema-registry id={found}, {len(raw)} bytes: {hex_preview(raw)}"
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return f"binary, {len(raw)} bytes: {hex_preview(raw)}"
+    if b"\0" not in raw:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            pass
+    found = schema_id(raw)
+    if found is not None:
+        return f"schema-registry id={found}, {len(raw)} bytes: {hex_preview(raw)}"
+    return f"binary, {len(raw)} bytes: {hex_preview(raw)}"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .records import LogRecord, classify
 from .styled import StyledTable
+from .values import shown
 
 if TYPE_CHECKING:
     from .connection import GroupOffset, Watermarks
@@ -94,7 +95,8 @@ def status_label(status: str) -> str:
 
 
 def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode("utf-8", "replace")
+    # Text as itself; other bytes as what they are and a hex preview (kafka_crud.values), never mojibake.
+    return shown(raw)
 
 
 def _timestamps(millis: Iterable[int | None]) -> pd.Series:
@@ -130,7 +132,8 @@ def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True, mark
 
     The kit's roll markers are left out unless ``markers``; :func:`hidden_markers` says how many.
 
-    ``key`` and ``value`` are decoded as UTF-8 text; a tombstone's value is None. ``kind`` is
+    ``key`` and ``value`` are decoded as UTF-8 text (bytes that are not text read as what they
+    are, ``binary, 4 bytes: ff fe 00 01``: :mod:`kafka_crud.values`); a tombstone's value is None. ``kind`` is
     put, tombstone or empty value; ``status`` is live, superseded or tombstone, with
     ``superseded_by`` the offset of the later record of the same key (the one that makes it
     removable). ``live`` is True for the current value of its key. ``timestamp`` is the
