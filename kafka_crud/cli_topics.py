@@ -16,7 +16,7 @@ from json.encoder import encode_basestring
 from typing import Any, TextIO
 
 from .config import BOOTSTRAP_ENV
-from .values import schema_id, shown, value_kind
+from .values import all_text, schema_id, shown, value_kind
 
 __all__ = ["add_log_command", "cmd_compact", "cmd_log"]
 
@@ -97,7 +97,7 @@ def _json_lines(batches: Iterator[Any]) -> Iterator[str]:
         offsets = list(map(Message.offset, messages))
         newest = list(map(batch.latest.get, keys))  # None for a record without a key: never superseded
         stamps = [ts for _, ts in map(Message.timestamp, messages)]
-        texts = _all_text(keys), _all_text(values)
+        texts = _escaped(all_text(keys)), _escaped(all_text(values))
         head = f'{{"partition": {batch.partition}, "offset": '
         if texts[0] is not None and texts[1] is not None:
             # The usual batch: every key and value is text; one decode for all of them.
@@ -122,22 +122,8 @@ def _json_lines(batches: Iterator[Any]) -> Iterator[str]:
         yield "".join(lines)
 
 
-def _all_text(raws: list[bytes | None]) -> list[str] | None:
-    """Each of ``raws`` as a JSON string when all are non-empty UTF-8 without a NUL byte, else None.
-
-    Joined with NUL bytes, the batch decodes in one call; a NUL byte inside one (a Schema
-    Registry frame starts with one) shows as one separator too many.
-    """
-    if None in raws or b"" in raws:
-        return None
-    joined = b"\0".join(raws)  # type: ignore[arg-type]  # no None: checked above
-    if joined.count(b"\0") != len(raws) - 1:
-        return None
-    try:
-        text = joined.decode()
-    except UnicodeDecodeError:
-        return None
-    return list(map(encode_basestring, text.split("\0")))
+def _escaped(texts: list[str] | None) -> list[str] | None:
+    return None if texts is None else list(map(encode_basestring, texts))
 
 
 def _json_bytes(raw: bytes | None, name: str) -> tuple[str, str, str]:
@@ -152,14 +138,14 @@ def _json_bytes(raw: bytes | None, name: str) -> tuple[str, str, str]:
 
 
 def _cells(batches: Iterator[Any], *, table: bool) -> Iterator[list[list[Any]]]:
+    from .scan import status_of
+
     for batch in batches:
         latest, rows = batch.latest, []
         msg: Any
         for msg in batch.messages:
             k, v, o = msg.key(), msg.value(), msg.offset()
-            newest = latest.get(k) if k is not None else None
-            status = "superseded" if newest is not None and newest != o else "tombstone" if v is None else "live"
-            newer = newest if status == "superseded" else None
+            status, newer = status_of(k, o, v, latest)
             if table:
                 rows.append([batch.partition, o, status, shown(k), shown(v)])
             else:

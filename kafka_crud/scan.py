@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Message
 
 from .records import MARKER_HEADER, RecordStatus
 from .topics import DEFAULT_TOPIC
-from .values import shown
+from .values import shown_all
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,24 +134,30 @@ def log_frame(
     kinds: list[str] = []
     statuses: list[str] = []
     hidden = 0
-    for batch in scan_batches(kafka, topic, partitions=partitions, from_offset=from_offset, to_offset=to_offset,
-                              last=last, key=key, markers=True, timeout=timeout):
-        latest, rows = batch.latest, batch.messages
-        if not markers:
-            rows = [m for m in rows if not is_marker(m.headers())]
-            hidden += len(batch.messages) - len(rows)
-        msg: Any
-        for msg in rows:
-            k, v, o = msg.key(), msg.value(), msg.offset()
-            status, newer = status_of(k, o, v, latest)
-            numbers["offset"].append(o)
-            numbers["newer"].append(-1 if newer is None else newer)
-            numbers["time"].append(msg.timestamp()[1])
-            keys.append(shown(k))
-            values.append(shown(v))
-            kinds.append("tombstone" if v is None else "empty value" if v == b"" else "put")
-            statuses.append(status)
-        numbers["partition"].extend([batch.partition] * len(rows))
+    from .consumer import gc_paused
+
+    # The lists grow to millions of objects that make no cycles: the collector would traverse them
+    # all, again and again, while each batch's messages are created (docs/benchmarks.md).
+    with gc_paused():
+        for batch in scan_batches(kafka, topic, partitions=partitions, from_offset=from_offset, to_offset=to_offset,
+                                  last=last, key=key, markers=True, timeout=timeout):
+            latest, rows = batch.latest, batch.messages
+            if not markers:
+                rows = [m for m in rows if not is_marker(m.headers())]
+                hidden += len(batch.messages) - len(rows)
+            ks, vs = list(map(Message.key, rows)), list(map(Message.value, rows))
+            offsets: list[Any] = list(map(Message.offset, rows))
+            found: list[Any] = list(map(latest.get, ks))  # type: ignore[arg-type]  # a key of None finds nothing
+            newest = [n if n is not None and n != o else None for n, o in zip(found, offsets, strict=True)]
+            numbers["offset"].extend(offsets)
+            numbers["newer"].extend([-1 if n is None else n for n in newest])
+            numbers["time"].extend([ts for _, ts in map(Message.timestamp, rows)])
+            keys.extend(shown_all(ks))
+            values.extend(shown_all(vs))
+            kinds.extend(["tombstone" if v is None else "put" if v else "empty value" for v in vs])
+            statuses.extend(["superseded" if n is not None else "tombstone" if v is None else "live"
+                             for n, v in zip(newest, vs, strict=True)])
+            numbers["partition"].extend([batch.partition] * len(rows))
     column = {name: np.frombuffer(buf, dtype=np.int64).copy() if len(buf) else np.zeros(0, dtype=np.int64)
               for name, buf in numbers.items()}
     newer = pd.arrays.IntegerArray(column["newer"], column["newer"] < 0)
