@@ -207,3 +207,20 @@ def test_the_log_command_reads_ranges_and_summarizes(
     code, out, err = _cli(capsys, *where, "--partition", "7")
     assert code == 1
     assert "no partition 7" in err
+
+
+@pytest.mark.broker
+def test_the_last_records_are_found_across_the_gaps_compaction_leaves(kafka: Kafka, topic_factory: MakeTopic) -> None:
+    from kafka_crud.compaction import compact
+
+    topic = topic_factory(partitions=1)
+    _write(kafka, topic, [(b"cy@example.com", b"1"), *[(b"ada@example.com", b"%d" % i) for i in range(10)],
+                          (b"bob@example.com", b"1")])
+    compact(kafka, topic, timeout=60)
+    kept = [(r.offset, r.is_marker) for r in kafka.read_log(topic)]
+    assert kept[:3] == [(0, False), (10, False), (11, False)]  # offsets 1 to 9 are gone
+
+    # All the records: the tail's windows double until they reach offset 0, across the gap.
+    assert [r.offset for r in kafka.read_log(topic, last=len(kept))] == [offset for offset, _ in kept]
+    assert [r.offset for r in kafka.read_log(topic, last=len(kept) - 1)] == [offset for offset, _ in kept[1:]]
+    assert log_frame(kafka, topic, last=len(kept))["offset"].tolist() == [0, 10, 11]  # the marker hidden
