@@ -102,10 +102,9 @@ def _json_lines(batches: Iterator[Any]) -> Iterator[str]:
         if texts[0] is not None and texts[1] is not None:
             # The usual batch: every key and value is text; one decode for all of them.
             live = '"status": "live", "superseded_by": null, "key_kind": "text", "value_kind": "text"}\n'
+            older = '"status": "superseded", "superseded_by": %d, "key_kind": "text", "value_kind": "text"}\n'
             yield "".join([
-                f'{head}{o}, "timestamp": {ts}, "key": {k}, "value": {v}, '
-                + (live if n is None or n == o else
-                   f'"status": "superseded", "superseded_by": {n}, "key_kind": "text", "value_kind": "text"}}\n')
+                f'{head}{o}, "timestamp": {ts}, "key": {k}, "value": {v}, {live if n is None or n == o else older % n}'
                 for o, ts, k, v, n in zip(offsets, stamps, texts[0], texts[1], newest, strict=True)
             ])
             continue

@@ -224,3 +224,20 @@ def test_the_last_records_are_found_across_the_gaps_compaction_leaves(kafka: Kaf
     assert [r.offset for r in kafka.read_log(topic, last=len(kept))] == [offset for offset, _ in kept]
     assert [r.offset for r in kafka.read_log(topic, last=len(kept) - 1)] == [offset for offset, _ in kept[1:]]
     assert log_frame(kafka, topic, last=len(kept))["offset"].tolist() == [0, 10, 11]  # the marker hidden
+
+
+@pytest.mark.broker
+def test_a_batch_of_text_writes_the_same_lines_as_json_dumps(
+    kafka: Kafka, topic_factory: MakeTopic, capsys: pytest.CaptureFixture[str],
+) -> None:
+    topic = topic_factory(partitions=1)
+    _write(kafka, topic, [(b"ada@example.com", b'{"name":"Ada"}'), (b"b\xc3\xa9a", b'"quoted" \\ \xc3\xa9'),
+                          (b"ada@example.com", b'{"name":"Ada L."}')])
+    code, out, _ = _cli(capsys, "--bootstrap-servers", kafka.bootstrap_servers, "--topic", topic, "--format", "json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert out.splitlines() == [json.dumps(row, ensure_ascii=False) for row in rows]
+    assert [(r["key"], r["status"], r["superseded_by"]) for r in rows] == [
+        ("ada@example.com", "superseded", 2), ("béa", "live", None), ("ada@example.com", "live", None),
+    ]
+    assert rows[1]["value"] == '"quoted" \\ é'
