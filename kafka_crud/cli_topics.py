@@ -40,7 +40,8 @@ def add_log_command(sub: Any) -> None:
     p.add_argument("--from-offset", type=_offset, default=None, metavar="N", help="from this offset on")
     p.add_argument("--to-offset", type=_offset, default=None, metavar="N",
                    help="only offsets below this one (an end offset: N itself is left out)")
-    p.add_argument("--last", type=_count, default=None, metavar="N", help="only the last N records of each partition")
+    p.add_argument("--last", type=_count, default=None, metavar="N",
+                   help="only the last N records of each partition (with --key: the last N of that key)")
     p.add_argument("--key", default=None, help="only the records of this key (UTF-8)")
     p.add_argument("--summary", action="store_true",
                    help="per partition: records, live keys, superseded, tombstones, markers and watermarks")

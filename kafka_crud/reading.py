@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import time
+from collections import deque
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -65,7 +66,8 @@ class LogReader:
         Reads up to the end offsets taken when called; records written meanwhile are left out.
         ``partitions`` (default: all), ``from_offset`` (default: each partition's start),
         ``to_offset`` (exclusive: records below it), ``last`` (only the last N records of each
-        partition, within those offsets) and ``key`` (only records with this key) narrow it.
+        partition, within those offsets) and ``key`` (only records with this key; with ``last``,
+        the last N records of that key in each partition) narrow it.
         A list holds every record: for a large topic, iterate :meth:`iter_log` or summarize.
         """
         return list(self.iter_log(topic, timeout=timeout, partitions=partitions, from_offset=from_offset,
@@ -78,16 +80,35 @@ class LogReader:
     ) -> Iterator[LogRecord]:
         """:meth:`read_log`, one record at a time, with one consumer: memory stays small."""
         wanted = key.encode() if isinstance(key, str) else key
+        # With a key, ``last`` counts that key's records: the whole range is read for them.
         spans = self.log_spans(topic, partitions=partitions, from_offset=from_offset, to_offset=to_offset,
-                               last=last, timeout=timeout)
-        for span, batch in self.log_batches(topic, spans, timeout=timeout):
-            partition = span.partition
-            msg: Any  # a consumed record has its partition and offset (the stubs say int | None)
-            for msg in batch:
-                if wanted is not None and msg.key() != wanted:
-                    continue
-                _, timestamp = msg.timestamp()
-                yield LogRecord(topic, partition, msg.offset(), timestamp, msg.key(), msg.value(), msg.headers())
+                               last=None if wanted is not None else last, timeout=timeout)
+        with self.log_consumer(topic) as consumer:
+            for span in spans:
+                batches = (self.log_batches(topic, [span], timeout=timeout, consumer=consumer) if wanted is None
+                           else self.key_batches(topic, span, wanted, last=last, timeout=timeout, consumer=consumer))
+                partition = span.partition
+                msg: Any  # a consumed record has its partition and offset (the stubs say int | None)
+                for _, batch in batches:
+                    for msg in batch:
+                        _, timestamp = msg.timestamp()
+                        yield LogRecord(topic, partition, msg.offset(), timestamp, msg.key(), msg.value(),
+                                        msg.headers())
+
+    def key_batches(
+        self, topic: str, span: LogSpan, key: bytes, *, last: int | None = None, timeout: float = 60.0,
+        consumer: Consumer | None = None,
+    ) -> Iterator[tuple[LogSpan, list[Message]]]:
+        """:meth:`log_batches` of one span, only ``key``'s records (with ``last``: its last N, held until the end)."""
+        kept: deque[Message] | None = deque(maxlen=last) if last is not None else None
+        for _, batch in self.log_batches(topic, [span], timeout=timeout, consumer=consumer):
+            mine = [m for m in batch if m.key() == key]
+            if kept is not None:
+                kept.extend(mine)
+            elif mine:
+                yield span, mine
+        if kept:
+            yield span, list(kept)
 
     def log_spans(
         self, topic: str = DEFAULT_TOPIC, *, partitions: Collection[int] | None = None,

@@ -79,15 +79,15 @@ def scan_batches(
     reader: LogReader = Kafka.of(kafka)
     wanted = key.encode() if isinstance(key, str) else key
     spans = reader.log_spans(topic, partitions=partitions, from_offset=from_offset, to_offset=to_offset,
-                             last=last, timeout=timeout)
+                             last=None if wanted is not None else last, timeout=timeout)
     with reader.log_consumer(topic) as consumer:  # one consumer, one connection, for every pass
         for span in spans:
             if span.end <= span.start:
                 continue
             latest = _latest_offsets(reader, topic, span, wanted, timeout, consumer)
-            for _, batch in reader.log_batches(topic, [span], timeout=timeout, consumer=consumer):
-                if wanted is not None:
-                    batch = [m for m in batch if m.key() == wanted]
+            batches = (reader.log_batches(topic, [span], timeout=timeout, consumer=consumer) if wanted is None
+                       else reader.key_batches(topic, span, wanted, last=last, timeout=timeout, consumer=consumer))
+            for _, batch in batches:
                 if not markers and any(map(Message.headers, batch)):
                     batch = [m for m in batch if not is_marker(m.headers())]
                 if batch:

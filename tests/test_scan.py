@@ -105,6 +105,9 @@ def test_ranges_read_only_their_records_and_keep_the_whole_partitions_statuses(
     assert [r.offset for r in kafka.read_log(topic, last=100, partitions=[1])] == [0, 1]
     assert [r.offset for r in kafka.read_log(topic, key="ada@example.com")] == [0, 2, 5]
     assert [r.offset for r in kafka.read_log(topic, key=BINARY)] == [6]
+    # With a key, the last N are that key's: not the key's records among the partition's last N.
+    assert [r.offset for r in kafka.read_log(topic, key="ada@example.com", last=2)] == [2, 5]
+    assert log_frame(kafka, topic, key="ada@example.com", last=1)["status"].tolist() == ["live"]
     assert kafka.read_log(topic, from_offset=50) == []
     # Offset 2 is superseded by offset 5, beyond the range: a range has the statuses of the whole partition.
     frame = log_frame(kafka, topic, partitions=[0], to_offset=3, timestamps=False)
