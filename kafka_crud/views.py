@@ -9,7 +9,9 @@ tombstone) are those of :mod:`kafka_crud.records`.
 Views only draw: they take records, watermarks or group offsets that a
 :class:`~kafka_crud.Kafka` connection read (``records_frame(kafka.read_log(topic))``) and never
 talk to Kafka themselves. Columns come in a fixed order, and time columns can be left out
-(``timestamps=False``) for output that is the same from run to run.
+(``timestamps=False``) for output that is the same from run to run. For a topic too large to
+hold, :func:`~kafka_crud.scan.log_frame` (a range of it) and
+:func:`~kafka_crud.summary.summary_frame` (its counts) read it themselves, without its records.
 
 pandas is imported when a view is built, not with the package: ``import kafka_crud`` (and
 so the CLI and the server) stays quick. matplotlib is needed only for the plots
@@ -213,7 +215,7 @@ def watermarks_frame(marks: Mapping[int, Watermarks], records: Iterable[LogRecor
     rebuilding the table ends up with, an empty value included), the others are ``superseded``,
     latest-of-their-key ``tombstones``, or the kit's own roll ``markers``
     (:mod:`kafka_crud.rolling`): ``records`` = ``live_keys`` + ``superseded`` + ``tombstones``
-    + ``markers``.
+    + ``markers``. :func:`~kafka_crud.summary.summary_frame` counts the same without the records.
     """
     import pandas as pd
 
