@@ -5,7 +5,8 @@ in the same partition. :func:`~kafka_crud.records.classify` sees that by holding
 scan reads each partition twice instead: a first pass keeps only the offset of each key's latest
 record (a dict as large as the partition's keys, not its records), the second streams the
 records and compares. Kafka's log cleaner decides the same way: its offset map holds the latest
-offset of each key, and a record below it is removed.
+offset of each key in the part of the log it cleans, and a record of that key below it is
+removed when the cleaner gets to its segment (never in the active segment).
 
 So here ``superseded_by`` is the offset of the key's **latest** record in the partition (where
 ``classify``, holding the records, names the *next* one). Statuses are those of the partition up
