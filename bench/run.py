@@ -17,6 +17,8 @@ Measures, and writes to bench/results/results.{json,md}:
 5. The notebook suite (``pytest --nbval notebooks``): wall time.
 6. Many instances (bench/instances.py): the latency Kafka-Min-Position adds to a read on
    another instance, and the pause a rebalance of the partitioned design makes.
+7. Views (bench/views.py): `kafka-crud log --format json`, the whole-topic summary and
+   `log_frame` on the largest N, beside kcat printing every record.
 
 A full run also refreshes the results section of docs/benchmarks.md. Every request loop is
 bounded in count and time, and all traffic stays on 127.0.0.1.
@@ -746,6 +748,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         from snapshot import targets as snapshot_targets
 
         rows += snapshot_targets(results["snapshot"])
+    if results.get("views"):
+        from views import targets as views_targets
+
+        rows += views_targets(results["views"])
     return rows
 
 
@@ -826,6 +832,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         from instances import render
 
         out += render(results["instances"])
+    if results.get("views"):
+        from views import render as render_views
+
+        out += render_views(results["views"])
 
     if results.get("snapshot"):
         from snapshot import render as render_snapshot
@@ -856,8 +866,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=10,000, one repetition, short bounds")
     parser.add_argument("--sizes", default=None, help="comma-separated user counts (default 100000,1000000)")
     parser.add_argument("--repeats", type=int, default=None, help="rebuilds per implementation (default 3)")
-    parser.add_argument("--only", default="rebuild,http,broker,notebooks,instances,snapshot",
-                        help="comma-separated parts to run: rebuild, http, broker, notebooks, instances, snapshot")
+    parser.add_argument("--only", default="rebuild,http,broker,notebooks,instances,snapshot,views",
+                        help="comma-separated parts to run: rebuild, http, broker, notebooks, instances, snapshot, views")
     parser.add_argument("--profile", action="store_true", help="also profile a kafka-crud rebuild with py-spy")
     parser.add_argument("--bootstrap-servers", default=None,
                         help="use this broker instead of starting one (broker figures are then skipped)")
@@ -948,6 +958,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from snapshot import bench_snapshot
 
             results["snapshot"] = bench_snapshot(servers, quick, workdir, load_users)
+        if "views" in parts:
+            from views import bench_views
+
+            results["views"] = bench_views(servers, max(sizes), repeats, load_users)
         if compaction_bg is not None:
             log("waiting for the compaction measurement with the teaching settings")
             teaching = compaction_bg.join(compaction_bound + 180)
@@ -971,7 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render_markdown(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown + "\n")
-    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks", "instances", "snapshot"}:
+    if not quick and args.out == RESULTS and parts == {"rebuild", "http", "broker", "notebooks", "instances", "snapshot", "views"}:
         update_doc(markdown)
     print(markdown)
     return 1 if "error" in results else 0

@@ -59,11 +59,13 @@ from .producer import UserProducer
 from .records import LogRecord, Position, User
 from .rolling import roll_segments, rolling
 from .routing import wait_settled
+from .scan import log_frame
 from .segments import Segment, list_segments, local_log_dir
 from .server import ServerHandle, serve_in_thread
 from .service import UserService
 from .store import StoredUser, UserStore
 from .styled import StyledTable
+from .summary import PartitionSummary, summarize, summary_frame
 from .views import (
     compare_frame,
     groups_frame,
@@ -133,10 +135,12 @@ __all__ = [
     "rolling",
     "wait_for_cleaner",
     # views (pandas and matplotlib imported on use)
+    "PartitionSummary",
     "StyledTable",
     "compare_frame",
     "groups_frame",
     "hidden_markers",
+    "log_frame",
     "plot_compaction",
     "plot_compaction_story",
     "plot_group_vs_assign",
@@ -147,6 +151,8 @@ __all__ = [
     "records_frame",
     "segments_frame",
     "style_log",
+    "summarize",
+    "summary_frame",
     "users_frame",
     "watermarks_frame",
     # errors

@@ -4,7 +4,7 @@
     kafka-crud serve  [--host H] [--port N] [--bootstrap-servers S]   the CRUD HTTP endpoint
     kafka-crud serve  --group NAME [--advertise URL] [--instance ID]   one instance of the partitioned design
     kafka-crud serve  --state-dir DIR [--snapshot-interval S]   restart from a local snapshot
-    kafka-crud log    [--topic user] [--format table|csv|json]        every record in the log
+    kafka-crud log    [--topic user] [--format table|csv|json] [--summary]   every record in the log (or a range)
     kafka-crud compact [--topic user] [--force]       one log-cleaner pass, now
     kafka-crud lab    [JUPYTER OPTIONS...]            JupyterLab with a broker beside it
     kafka-crud with-broker [--background] -- COMMAND [ARGS...]    any command with a broker
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .cli_topics import cmd_compact, cmd_log
+from .cli_topics import add_log_command, cmd_compact
 from .config import BOOTSTRAP_ENV, KAFKA_VERSION, bootstrap_servers_from_env
 from .errors import ConfigError, KafkaCrudError
 
@@ -339,12 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --state-dir: seconds between snapshots (default 60; at most half of delete.retention.ms)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("log", help="every record now in a topic, oldest first per partition")
-    p.add_argument("--bootstrap-servers", default=None, help=f"default: ${BOOTSTRAP_ENV}")
-    p.add_argument("--topic", default="user")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--markers", action="store_true", help="also show the kit's own roll markers")
-    p.set_defaults(func=cmd_log)
+    add_log_command(sub)
 
     p = sub.add_parser("compact", help="one log-cleaner pass over a compacted topic, now (rolls its segments)")
     p.add_argument("--bootstrap-servers", default=None, help=f"default: ${BOOTSTRAP_ENV}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from .errors import ValidationError
+from .values import ValueKind, value_kind
 
 __all__ = [
     "MARKER_HEADER",
@@ -74,7 +75,7 @@ class LogRecord:
     timestamp: int
     """Milliseconds since the epoch (CreateTime, as set by the producer)."""
     key: bytes | None
-    """The key (the user's email, UTF-8)."""
+    """The key (on the kit's topic, the user's email as UTF-8; on others, whatever was written)."""
     value: bytes | None
     """The value; None for a tombstone."""
     headers: list[tuple[str, bytes | None]] | None = None
@@ -86,6 +87,16 @@ class LogRecord:
         if self.value is None:
             return "tombstone"
         return "empty value" if self.value == b"" else "put"
+
+    @property
+    def value_kind(self) -> ValueKind:
+        """What the value's bytes are: null, empty, text, binary or schema-registry (:mod:`kafka_crud.values`)."""
+        return value_kind(self.value)
+
+    @property
+    def key_kind(self) -> ValueKind:
+        """What the key's bytes are, in the words of :attr:`value_kind` (null: no key)."""
+        return value_kind(self.key)
 
     @property
     def position(self) -> Position:

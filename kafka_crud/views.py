@@ -9,7 +9,9 @@ tombstone) are those of :mod:`kafka_crud.records`.
 Views only draw: they take records, watermarks or group offsets that a
 :class:`~kafka_crud.Kafka` connection read (``records_frame(kafka.read_log(topic))``) and never
 talk to Kafka themselves. Columns come in a fixed order, and time columns can be left out
-(``timestamps=False``) for output that is the same from run to run.
+(``timestamps=False``) for output that is the same from run to run. For a topic too large to
+hold, :func:`~kafka_crud.scan.log_frame` (a range of it) and
+:func:`~kafka_crud.summary.summary_frame` (its counts) read it themselves, without its records.
 
 pandas is imported when a view is built, not with the package: ``import kafka_crud`` (and
 so the CLI and the server) stays quick. matplotlib is needed only for the plots
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from .records import LogRecord, classify
 from .styled import StyledTable
+from .values import shown
 
 if TYPE_CHECKING:
     from .connection import GroupOffset, Watermarks
@@ -94,7 +97,8 @@ def status_label(status: str) -> str:
 
 
 def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode("utf-8", "replace")
+    # Text as itself; other bytes as what they are and a hex preview (kafka_crud.values), never mojibake.
+    return shown(raw)
 
 
 def _timestamps(millis: Iterable[int | None]) -> pd.Series:
@@ -130,7 +134,8 @@ def records_frame(records: Iterable[LogRecord], *, timestamps: bool = True, mark
 
     The kit's roll markers are left out unless ``markers``; :func:`hidden_markers` says how many.
 
-    ``key`` and ``value`` are decoded as UTF-8 text; a tombstone's value is None. ``kind`` is
+    ``key`` and ``value`` are decoded as UTF-8 text (bytes that are not text read as what they
+    are, ``binary, 4 bytes: ff fe 00 01``: :mod:`kafka_crud.values`); a tombstone's value is None. ``kind`` is
     put, tombstone or empty value; ``status`` is live, superseded or tombstone, with
     ``superseded_by`` the offset of the later record of the same key (the one that makes it
     removable). ``live`` is True for the current value of its key. ``timestamp`` is the
@@ -210,7 +215,7 @@ def watermarks_frame(marks: Mapping[int, Watermarks], records: Iterable[LogRecor
     rebuilding the table ends up with, an empty value included), the others are ``superseded``,
     latest-of-their-key ``tombstones``, or the kit's own roll ``markers``
     (:mod:`kafka_crud.rolling`): ``records`` = ``live_keys`` + ``superseded`` + ``tombstones``
-    + ``markers``.
+    + ``markers``. :func:`~kafka_crud.summary.summary_frame` counts the same without the records.
     """
     import pandas as pd
 
