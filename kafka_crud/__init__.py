@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import logging as _logging
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
 
 from .broker import LocalKafka
 from .client import Response, Session, UserClient
@@ -77,10 +75,20 @@ from .views import (
     watermarks_frame,
 )
 
-try:
-    __version__ = _version("kafka-crud")
-except _PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    # The version is read when asked for: importlib.metadata costs every process start ~50 ms.
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("kafka-crud")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        found = "0+unknown"
+    globals()["__version__"] = found
+    return found
+
 
 # A library logs; the application (CLI, notebook) decides what to show.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
