@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -116,16 +114,17 @@ class UserProducer:
         """
         if self._closed.is_set():
             raise WriteError("This producer is closed: create a new UserProducer")
-        future: Future[Message] = Future()
+        # The delivery report releases ``answered``, held until then: one lock and one wake-up
+        # per write (a Future's condition costs several, under the GIL, with 8 writers at once).
+        answered = threading.Lock()
+        answered.acquire()
+        report: list[tuple[KafkaError | None, Message]] = []
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                future.set_exception(KafkaException(err))
-            else:
-                future.set_result(msg)
+            report.append((err, msg))
+            answered.release()
 
-        with self._lock:
-            producer = self._producer
+        producer = self._producer  # replaced whole by _on_error: reading it needs no lock
         try:
             producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         except BufferError:
@@ -134,20 +133,18 @@ class UserProducer:
             ) from None
         except KafkaException as exc:
             raise WriteError(f"Kafka refused the write: {exc.args[0].str()}") from None
-        try:
-            msg = future.result(timeout=self.timeout + 5)
-        except FutureTimeout:
+        if not answered.acquire(timeout=self.timeout + 5):
             raise WriteError(
                 f"No acknowledgement from Kafka within {self.timeout + 5:.0f} s: the write may or may not have landed"
-            ) from None
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
+            )
+        err, msg = report[0]
+        if err is not None:
             if err.code() == KafkaError._MSG_TIMED_OUT:
                 raise WriteError(
                     f"Kafka did not acknowledge the write within {self.timeout:.0f} s "
                     "(is the broker reachable?); retry later"
-                ) from None
-            raise WriteError(f"Kafka did not acknowledge the write: {err.str()}") from None
+                )
+            raise WriteError(f"Kafka did not acknowledge the write: {err.str()}")
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None
         assert offset is not None

@@ -273,14 +273,15 @@ class UserService:
 
     def put_request(self, user: User, *, if_match: str | None = None, idempotency_key: str | None = None) -> Written:
         """``PUT /user``: write ``user`` (201 created, 200 updated), at most once per idempotency key."""
-        fp = fingerprint("PUT", user.email, user.to_json(), if_match)
+        value = user.to_json()
+        fp = fingerprint("PUT", user.email, value, if_match) if idempotency_key is not None else ""
 
-        def attempt(key: str | None) -> Written:
+        def attempt(key: str | None, partition: int) -> Written:
             started = time.monotonic()
-            with self._one_writer(user.email) as partition:
+            with self._one_writer(user.email, partition):
                 status = HTTPStatus.OK if self._check(user.email, if_match) else HTTPStatus.CREATED
                 headers = record_headers(key, fp, status) if key else None
-                position = self._produce(partition, lambda p: p.send(user.email, user.to_json(), headers=headers),
+                position = self._produce(partition, lambda p: p.send(user.email, value, headers=headers),
                                          key, fp, status)
                 self._await_applied(position, started)
             return Written(status, position, user)
@@ -290,11 +291,11 @@ class UserService:
     def delete_request(self, email: str, *, if_match: str | None = None, idempotency_key: str | None = None) -> Written:
         """``DELETE /user``: write a tombstone (204), or nothing for a user who is absent (404)."""
         validate_email(email)
-        fp = fingerprint("DELETE", email, None, if_match)
+        fp = fingerprint("DELETE", email, None, if_match) if idempotency_key is not None else ""
 
-        def attempt(key: str | None) -> Written:
+        def attempt(key: str | None, partition: int) -> Written:
             started = time.monotonic()
-            with self._one_writer(email) as partition:
+            with self._one_writer(email, partition):
                 if self._check(email, if_match) is None:
                     return Written(HTTPStatus.NOT_FOUND, None)
                 headers = record_headers(key, fp, HTTPStatus.NO_CONTENT) if key else None
@@ -306,13 +307,14 @@ class UserService:
         return self._once(idempotency_key, fp, email, attempt, None)
 
     def _once(
-        self, key: str | None, fp: str, email: str, attempt: Callable[[str | None], Written], user: User | None,
+        self, key: str | None, fp: str, email: str, attempt: Callable[[str | None, int], Written],
+        user: User | None,
     ) -> Written:
         """Carry out ``attempt``, or with an idempotency key answer a retry as the first was answered."""
         partition = self.partition_of(email)
         self._require_serving(partition)
         if key is None:
-            return attempt(None)
+            return attempt(None, partition)
         started = time.monotonic()
         index = self.store.idempotency
         with index.in_flight(key, fp):
@@ -328,14 +330,13 @@ class UserService:
                     )
                 outcome = index.check(key, fp)
             if outcome is None:
-                return attempt(key)
+                return attempt(key, partition)
         self._await_applied(outcome.position, started)
         return Written(outcome.status, outcome.position, user, replayed=True)
 
     @contextmanager
-    def _one_writer(self, email: str) -> Iterator[int]:
-        """Let one write of ``email`` at a time through; yields its partition. Holds no lock while it runs."""
-        partition = self.partition_of(email)
+    def _one_writer(self, email: str, partition: int) -> Iterator[None]:
+        """Let one write of ``email`` (of ``partition``) at a time through. Holds no lock while it runs."""
         deadline = time.monotonic() + self.write_timeout
         with self._writes_done:
             while email in self._writing:
@@ -347,7 +348,7 @@ class UserService:
             self._accepting_writes(partition)
             self._writing[email] = partition
         try:
-            yield partition
+            yield
         finally:
             with self._writes_done:
                 del self._writing[email]

@@ -3,6 +3,8 @@
 The log orders the writes of a key (one key, one partition): whatever the threads interleave,
 the state must end as the last acknowledged write of each key in log order, on every server and
 after a rebuild. ``If-Match`` must turn read-modify-write races into 412s, never into lost updates.
+Writers of different keys do not wait for each other, and each 2xx still means read-your-writes:
+the next GET on that server sees the write, whatever the other writers are doing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import pytest
 from helpers import Answer, call
 
 from kafka_crud.connection import Kafka
+from kafka_crud.errors import NotReadyError
+from kafka_crud.records import Position
 from kafka_crud.server import serve_in_thread
+from kafka_crud.store import UserStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -188,6 +193,77 @@ def test_if_match_turns_lost_updates_into_retries(kafka: Kafka, topic: str) -> N
     assert sum(retries.values()) > 0
     print(f"\nIf-Match: {THREADS * increments_per_thread} increments by {THREADS} threads, none lost, "
           f"{sum(retries.values())} answered 412 and retried")
+
+
+def test_each_of_8_concurrent_writers_reads_its_own_writes(kafka: Kafka, topic: str) -> None:
+    writes_per_thread = 25
+    stale: list[tuple[str, str, Answer]] = []
+    errors: list[BaseException] = []
+    offsets: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    with serve_in_thread(kafka, topic=topic) as server:
+        start = threading.Barrier(THREADS)
+
+        def writer(n: int) -> None:
+            try:
+                start.wait()
+                for i in range(writes_per_thread):
+                    email, name = f"w{n}-k{i % 4}@own.test", f"writer {n} write {i}"
+                    put = call(server.url, "PUT", f"/user?email={quote(email)}", {"name": name})
+                    assert put.status in (200, 201), put
+                    got = call(server.url, "GET", f"/user?email={quote(email)}")  # right after the 2xx
+                    etag = put.headers["ETag"]
+                    seen = got.status == 200 and got.json()["name"] == name and got.headers["ETag"] == etag
+                    with lock:
+                        offsets.append((int(put.headers["Kafka-Partition"]), int(put.headers["Kafka-Offset"])))
+                        if not seen:
+                            stale.append((email, name, got))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert not errors, errors
+    assert not stale, stale[:3]
+    assert len(set(offsets)) == THREADS * writes_per_thread  # each 2xx its own record
+
+
+def test_writes_waiting_for_their_offsets_return_once_each_is_applied() -> None:
+    store = UserStore("t")
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def wait(offset: int) -> None:
+        try:
+            store.wait_for(Position("t", 0, offset), 30)
+            done.append(offset)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    threads = [(offset, threading.Thread(target=wait, args=(offset,))) for offset in (7, 3, 5, 5)]
+    for _, thread in threads:
+        thread.start()
+    store.advance(1, 100)  # another partition: nobody here
+    store.advance(0, 4)  # offset 3 applied
+    next(thread for offset, thread in threads if offset == 3).join(10)
+    assert done == [3]
+    store.advance(0, 8)
+    for _, thread in threads:
+        thread.join(10)
+    assert not errors, errors
+    assert sorted(done) == [3, 5, 5, 7]
+    store.wait_for(Position("t", 0, 7), 0)  # applied already: returns at once
+
+
+def test_a_write_whose_offset_is_not_applied_in_time_is_a_503_error() -> None:
+    store = UserStore("t")
+    with pytest.raises(NotReadyError, match="did not apply t-2@9"):
+        store.wait_for(Position("t", 2, 9), 0.05)
+    store.advance(2, 10)  # a late apply after the timeout finds no one to wake, and no error
+    store.wait_for(Position("t", 2, 9), 0)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
