@@ -384,7 +384,7 @@ class UserService:
             log.warning("A record of partition %d landed in %d: is the topic's partition count %d?",
                         partition, position.partition, self.partition_count)
         if key is not None:  # known here at once, before the consumer applies it
-            self.store.idempotency.remember(key, Outcome(fp, status, position, time.time()))
+            self.store.idempotency.remember(key, Outcome(fp, int(status), position, time.time()))
         return position
 
     def _await_applied(self, position: Position, started: float) -> None:

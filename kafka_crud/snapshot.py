@@ -90,8 +90,9 @@ def snapshot_path(state_dir: str | os.PathLike[str], topic: str) -> Path:
 def _frames(state: StoreState, users: int) -> Iterator[bytes]:
     extra = marshal.dumps({
         "invalid": state.invalid,
-        "outcomes": [(k, o.fingerprint, o.status, o.position.partition, o.position.offset, o.written)
-                     for k, o in state.outcomes],
+        # Plain types only: marshal refuses subclasses (an HTTPStatus is an int subclass).
+        "outcomes": [(str(k), str(o.fingerprint), int(o.status), int(o.position.partition),
+                      int(o.position.offset), float(o.written)) for k, o in state.outcomes],
     })
     yield _FRAME.pack(len(extra))
     yield extra

@@ -1,13 +1,17 @@
-"""The snapshot's users table, and a store that starts from one and changes above it (no broker)."""
+"""The snapshot file, its users table, and a store that starts from one and changes above it (no broker)."""
 
 from __future__ import annotations
 
 import random
+from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
-from kafka_crud.records import LogRecord
-from kafka_crud.store import MergedUsers, UserStore, sorted_users
+from kafka_crud.idempotency import Outcome
+from kafka_crud.records import LogRecord, Position
+from kafka_crud.snapshot import SnapshotHeader, read_snapshot, write_snapshot
+from kafka_crud.store import MergedUsers, StoreState, UserStore, sorted_users
 from kafka_crud.table import SortedTable, pack_table
 
 
@@ -83,3 +87,15 @@ def test_a_store_on_a_table_keeps_every_partition() -> None:
     store.load_state(type(state)({0: 1}, _table(range(3)), {}, []))
     with pytest.raises(RuntimeError, match="snapshot"):
         store.drop_partition(0)
+
+
+def test_a_snapshot_keeps_the_outcome_of_this_instances_own_write(tmp_path: Path) -> None:
+    # The service remembers its own writes' outcomes before the consumer reads them back, with
+    # the status as an HTTPStatus: the snapshot written at a stop right after must hold it.
+    outcome = Outcome("fp", HTTPStatus.CREATED, Position("t", 1, 7), 1_700_000_000.5)
+    state = StoreState({0: 0, 1: 8}, {b"ada@x": _entry(7)}, {}, [("k-1", outcome)])
+    path = tmp_path / "t.snapshot"
+    write_snapshot(path, SnapshotHeader("t", "id", "cluster", 2, state.applied, 1.0, 1), state)
+    read = read_snapshot(path).state
+    assert read.outcomes == [("k-1", outcome)]
+    assert dict(read.values.items()) == {b"ada@x": _entry(7)}
