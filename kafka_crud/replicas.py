@@ -85,23 +85,31 @@ class ReplicaViews:
         self, topic: str, partition: int = 0, *, size: int | None = None, nodes: set[int] | None = None,
         timeout: float = 60.0,
     ) -> tuple[int, ...]:
-        """Wait until the ISR of ``partition`` has ``size`` members (or is exactly ``nodes``); return it."""
+        """Wait until the ISR of ``partition`` has ``size`` members (or is exactly ``nodes``); return it.
+
+        Returns the ISR as the check saw it: each metadata request may be answered by another
+        node, whose view may lag behind by a moment, so asking again could see an older one.
+        """
+        seen: list[tuple[int, ...]] = []
+
         def check() -> bool:
-            isr = set(self.isr(topic, partition))
-            return (size is None or len(isr) == size) and (nodes is None or isr == nodes)
+            isr = self.isr(topic, partition)
+            seen[:] = [isr]
+            return (size is None or len(isr) == size) and (nodes is None or set(isr) == nodes)
 
         self._wait(check, f"the ISR of {topic}-{partition} to be {nodes or size}", time.monotonic() + timeout)
-        return self.isr(topic, partition)
+        return seen[0]
 
     def wait_for_leader(
         self, topic: str, partition: int = 0, *, not_on: int | None = None, timeout: float = 60.0,
     ) -> int:
         """Wait until ``partition`` has a leader (other than ``not_on``); return its node id."""
+        found: list[int] = []
+
         def check() -> bool:
             leader = self.leader(topic, partition)
+            found[:] = [leader] if leader is not None else []
             return leader is not None and leader != not_on
 
         self._wait(check, f"a new leader for {topic}-{partition}", time.monotonic() + timeout)
-        leader = self.leader(topic, partition)
-        assert leader is not None
-        return leader
+        return found[0]  # as the check saw it (see wait_for_isr)
