@@ -41,7 +41,7 @@ from pathlib import Path
 from confluent_kafka import TopicCollection
 
 from .connection import Kafka, Watermarks
-from .consumer import Progress, StoreConsumer, gc_paused
+from .consumer import Progress, StoreConsumer
 from .errors import ConfigError
 from .snapshot import Snapshot, SnapshotHeader, UnusableSnapshotError, read_snapshot, snapshot_path, write_snapshot
 from .store import UserStore
@@ -115,12 +115,11 @@ class StateDir:
 
         def load() -> None:
             try:
-                with gc_paused():  # a million tuples at once: see consumer.gc_paused
-                    read.append(read_snapshot(path))
+                read.append(read_snapshot(path))
             except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for it
                 read.append(exc)
 
-        # The file is read while the topic's facts come from Kafka: round trips overlap the parsing.
+        # The file is checked (its CRC-32) while the topic's facts come from Kafka: round trips overlap it.
         reader = threading.Thread(target=load, name="kafka-crud-snapshot-load", daemon=True)
         reader.start()
         try:
